@@ -1,0 +1,150 @@
+"""The one schema of what edgeota signs about each target file.
+
+Every TUF target edgeota publishes carries, in its ``custom`` field, an object under the key
+``"edgeota"``; the agent decides only on these signed values, never on what a check-in
+answer says. Later features extend this schema with new optional keys; they never change the
+meaning of an existing one. Version 1::
+
+    {
+      "edgeota": {
+        "schema": 1,
+        "component": "denoiser",          # the updatable unit on the device
+        "version": "2.0.0",               # semver of the release
+        "release_id": "rel-3f1c...",      # content-derived unique ID of the release
+        "role": "model",                  # model | probe | file | patch
+        "file": "model.onnx",             # path inside the installed slot (relative, no ..)
+        "variant": "fp32",                # model variant, or null
+        "hardware": ["*"],                # device hardware classes it may install on; "*" = any
+        "needs": {"app": ">=2.1.0"},      # other components' versions it needs
+        "delta_base": null,               # for role=patch: sha256 of the file it applies to
+        "tolerance": {"max_abs_error": 0.05}   # for role=probe: the health-check bounds
+      }
+    }
+
+Target paths are ``<component>/<version>/<file>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import semver
+
+from edgeota.errors import FormatError, PolicyError
+from edgeota.fsutil import safe_relative_path
+
+SCHEMA_VERSION = 1
+CUSTOM_KEY = "edgeota"
+ROLES = frozenset({"model", "probe", "file", "patch"})
+ANY_HARDWARE = "*"
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def check_component_name(name: str) -> str:
+    """Return ``name`` if it is a valid component name, else raise PolicyError."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise PolicyError(
+            f"invalid component name {name!r}: use 1-64 lowercase letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def parse_version(text: str) -> semver.Version:
+    """Parse a semantic version such as ``2.1.0`` or ``2.1.0-rc.1``."""
+    try:
+        return semver.Version.parse(text)
+    except (ValueError, TypeError) as e:
+        raise PolicyError(f"invalid version {text!r}: expected semver such as 1.2.3") from e
+
+
+def target_path(component: str, version: str, file: str) -> str:
+    """The TUF target path of one file of a release."""
+    check_component_name(component)
+    parse_version(version)
+    return f"{component}/{version}/{safe_relative_path(file)}"
+
+
+@dataclass(frozen=True)
+class TargetCustom:
+    """The signed edgeota facts about one target file."""
+
+    component: str
+    version: str
+    release_id: str
+    role: str
+    file: str
+    variant: str | None = None
+    hardware: tuple[str, ...] = (ANY_HARDWARE,)
+    needs: dict[str, str] = field(default_factory=dict)
+    delta_base: str | None = None
+    tolerance: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        check_component_name(self.component)
+        parse_version(self.version)
+        safe_relative_path(self.file)
+        if self.role not in ROLES:
+            raise PolicyError(f"unknown target role {self.role!r}; expected one of {sorted(ROLES)}")
+        if not self.release_id:
+            raise PolicyError("a target must name its release_id")
+
+    def fits_hardware(self, hardware_class: str) -> bool:
+        return ANY_HARDWARE in self.hardware or hardware_class in self.hardware
+
+    def to_custom(self) -> dict[str, Any]:
+        """The dict to store as the TUF target's ``custom`` field."""
+        body: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "component": self.component,
+            "version": self.version,
+            "release_id": self.release_id,
+            "role": self.role,
+            "file": self.file,
+            "variant": self.variant,
+            "hardware": list(self.hardware),
+            "needs": dict(self.needs),
+            "delta_base": self.delta_base,
+        }
+        if self.tolerance is not None:
+            body["tolerance"] = dict(self.tolerance)
+        return {CUSTOM_KEY: body}
+
+    @classmethod
+    def from_custom(cls, custom: Any) -> TargetCustom:
+        """Parse a TUF target's ``custom`` field; raise FormatError when it is not ours."""
+        if not isinstance(custom, dict) or not isinstance(custom.get(CUSTOM_KEY), dict):
+            raise FormatError(f"target has no '{CUSTOM_KEY}' custom field; it was not published by edgeota")
+        body = custom[CUSTOM_KEY]
+        schema = body.get("schema")
+        if not isinstance(schema, int) or schema < 1:
+            raise FormatError(f"target custom field has invalid schema {schema!r}")
+        try:
+            hardware = body.get("hardware", [ANY_HARDWARE])
+            needs = body.get("needs") or {}
+            tolerance = body.get("tolerance")
+            if not isinstance(hardware, list) or not all(isinstance(h, str) for h in hardware):
+                raise FormatError("'hardware' must be a list of strings")
+            if not isinstance(needs, dict):
+                raise FormatError("'needs' must be an object")
+            if tolerance is not None and not isinstance(tolerance, dict):
+                raise FormatError("'tolerance' must be an object")
+            return cls(
+                component=str(body["component"]),
+                version=str(body["version"]),
+                release_id=str(body["release_id"]),
+                role=str(body["role"]),
+                file=str(body["file"]),
+                variant=None if body.get("variant") is None else str(body["variant"]),
+                hardware=tuple(hardware),
+                needs={str(k): str(v) for k, v in needs.items()},
+                delta_base=None if body.get("delta_base") is None else str(body["delta_base"]),
+                tolerance=None if tolerance is None else {str(k): float(v) for k, v in tolerance.items()},
+            )
+        except KeyError as e:
+            raise FormatError(f"target custom field lacks required key {e.args[0]!r}") from e
+        except PolicyError as e:
+            raise FormatError(f"target custom field is invalid: {e}") from e
