@@ -148,3 +148,18 @@ class TargetCustom:
             raise FormatError(f"target custom field lacks required key {e.args[0]!r}") from e
         except PolicyError as e:
             raise FormatError(f"target custom field is invalid: {e}") from e
+
+
+@dataclass(frozen=True)
+class VerifiedTarget:
+    """A target whose metadata passed TUF verification: what the agent may download and trust.
+
+    ``url`` is where the bytes are (consistent-snapshot name); the bytes themselves still
+    have to match ``length`` and ``sha256`` before use.
+    """
+
+    path: str
+    length: int
+    sha256: str
+    custom: TargetCustom
+    url: str
