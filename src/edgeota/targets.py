@@ -117,7 +117,9 @@ class TargetCustom:
     def from_custom(cls, custom: Any) -> TargetCustom:
         """Parse a TUF target's ``custom`` field; raise FormatError when it is not ours."""
         if not isinstance(custom, dict) or not isinstance(custom.get(CUSTOM_KEY), dict):
-            raise FormatError(f"target has no '{CUSTOM_KEY}' custom field; it was not published by edgeota")
+            raise FormatError(
+                f"target has no '{CUSTOM_KEY}' custom field; it was not published by edgeota"
+            )
         body = custom[CUSTOM_KEY]
         schema = body.get("schema")
         if not isinstance(schema, int) or schema < 1:
@@ -142,7 +144,9 @@ class TargetCustom:
                 hardware=tuple(hardware),
                 needs={str(k): str(v) for k, v in needs.items()},
                 delta_base=None if body.get("delta_base") is None else str(body["delta_base"]),
-                tolerance=None if tolerance is None else {str(k): float(v) for k, v in tolerance.items()},
+                tolerance=None
+                if tolerance is None
+                else {str(k): float(v) for k, v in tolerance.items()},
             )
         except KeyError as e:
             raise FormatError(f"target custom field lacks required key {e.args[0]!r}") from e

@@ -1,0 +1,3 @@
+from edgeota.cli.main import main
+
+main()

@@ -1,0 +1,112 @@
+"""The operator's side of the API, for the CLI, the demo and tests."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edgeota.errors import HTTPStatusError, TransportError
+from edgeota.releasefolder import LocalRelease
+
+
+class AdminClient:
+    def __init__(
+        self, server_url: str, token: str, ca_file: Path | None = None, timeout_s: float = 60.0
+    ) -> None:
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        )
+        self.server_url = server_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server_url,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=timeout_s,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as e:
+            raise TransportError(f"{method} {self.server_url}{url} failed: {e}") from e
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise HTTPStatusError(
+                f"{method} {url}: {response.status_code} {detail}", response.status_code
+            )
+        return None if response.status_code == 204 else response.json()
+
+    def upload_artifact(self, path: Path, sha256: str) -> None:
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+
+        self._call("PUT", f"/api/v1/artifacts/{sha256}", content=chunks())
+
+    def publish(self, release: LocalRelease, component: str, version: str) -> dict[str, Any]:
+        for f in release.files:
+            self.upload_artifact(f.source, f.sha256)
+        body = {
+            "component": component,
+            "version": version,
+            "files": [f.to_api() for f in release.files],
+            "hardware": list(release.hardware),
+            "needs": release.needs,
+        }
+        result: dict[str, Any] = self._call("POST", "/api/v1/releases", json=body)
+        return result
+
+    def releases(self, component: str | None = None) -> list[dict[str, Any]]:
+        params = {"component": component} if component else None
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/releases", params=params)
+        return result
+
+    def deploy(self, release: str, group: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/v1/deployments", json={"release": release, "group": group}
+        )
+        return result
+
+    def enrollment_token(self, groups: list[str], expires_in_s: int = 86400) -> str:
+        result = self._call(
+            "POST",
+            "/api/v1/enrollment-tokens",
+            json={"groups": groups, "expires_in_s": expires_in_s},
+        )
+        return str(result["token"])
+
+    def devices(self, group: str | None = None) -> list[dict[str, Any]]:
+        params = {"group": group} if group else None
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/devices", params=params)
+        return result
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/v1/devices/{device_id}")
+        return result
+
+    def events(self, device_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "GET", f"/api/v1/devices/{device_id}/events", params={"limit": limit}
+        )
+        return result
+
+    def revoke(self, device_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/api/v1/devices/{device_id}/revoke")
+        return result

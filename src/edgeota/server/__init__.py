@@ -1,0 +1,1 @@
+"""The control plane: API, database, artifact store, TUF repository, deployments."""

@@ -1,0 +1,127 @@
+"""The FastAPI app, built by ``create_app`` from settings (nothing happens at import time)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from edgeota import __version__
+from edgeota.errors import InsufficientSpaceError, VerificationError
+from edgeota.server.artifacts import ArtifactStore, ArtifactTooLargeError
+from edgeota.server.context import AppContext
+from edgeota.server.db import make_engine, make_sessionmaker, session_scope
+from edgeota.server.routers import devices, releases, tokens, tuf
+from edgeota.server.schemas import ServerInfo
+from edgeota.server.services import devices as device_service
+from edgeota.server.services.errors import ServiceError, UnauthorizedError
+from edgeota.server.settings import ServerSettings
+from edgeota.server.signer import RepositorySigner, open_signer
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServerSettings, signer: RepositorySigner | None = None) -> FastAPI:
+    """Build the app for an already prepared data dir (see ``bootstrap.prepare``)."""
+    engine = make_engine(settings.resolved_database_url)
+    repo = open_signer(settings) if signer is None else signer
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        artifacts=ArtifactStore(settings.artifacts_dir),
+        signer=repo,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(
+                _every(settings.last_seen_flush_interval_s, lambda: _flush_last_seen(ctx))
+            ),
+            asyncio.create_task(_every(settings.tuf_refresh_interval_s, lambda: _refresh(ctx))),
+        ]
+        await asyncio.to_thread(_refresh, ctx)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(_flush_last_seen, ctx)
+            engine.dispose()
+
+    app = FastAPI(
+        title="edgeota",
+        version=__version__,
+        summary="Over-the-air updates for generative AI models on edge devices",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    for router in (devices.router, releases.router, tokens.router, tuf.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/api/v1/server-info", response_model=ServerInfo, tags=["health"])
+    def server_info(request: Request) -> ServerInfo:
+        base = str(request.base_url).rstrip("/")
+        return ServerInfo(
+            version=__version__,
+            root_url=f"{base}/tuf/metadata/1.root.json",
+            metadata_url=f"{base}/tuf/metadata/",
+            targets_url=f"{base}/tuf/targets/",
+        )
+
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(ArtifactTooLargeError)
+    async def too_large(_: Request, exc: ArtifactTooLargeError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(VerificationError)
+    async def bad_upload(_: Request, exc: VerificationError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(InsufficientSpaceError)
+    async def no_space(_: Request, exc: InsufficientSpaceError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=507)
+
+
+async def _every(interval_s: float, work: Callable[[], object]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(work)
+        except Exception:
+            log.exception("background work failed; retrying in %.0f s", interval_s)
+
+
+def _flush_last_seen(ctx: AppContext) -> None:
+    pending = ctx.last_seen.drain()
+    if pending:
+        with session_scope(ctx.sessions) as session:
+            device_service.flush_last_seen(session, pending)
+
+
+def _refresh(ctx: AppContext) -> None:
+    roles = ctx.signer.refresh_expiring()
+    if roles:
+        log.info("re-signed expiring TUF metadata: %s", ", ".join(roles))

@@ -1,0 +1,90 @@
+"""Request dependencies: the session, the caller, and the app's shared objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from edgeota.server.context import AppContext
+from edgeota.server.db import session_scope
+from edgeota.server.models import Device
+from edgeota.server.services import devices, tokens
+from edgeota.server.services.errors import ForbiddenError, UnauthorizedError
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(ctx: ContextDep) -> Iterator[Session]:
+    with session_scope(ctx.sessions) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError(
+            "missing credentials: send 'Authorization: Bearer <token>' (an admin token, or "
+            "the device credential issued at enrollment)"
+        )
+    return token.strip()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an operator (admin token) or one device."""
+
+    name: str
+    device: Device | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.device is None
+
+    def check_device_access(self, device_id: str) -> None:
+        if self.device is not None:
+            devices.require_self(self.device, device_id)
+
+
+def get_principal(session: SessionDep, token: Annotated[str, Depends(bearer_token)]) -> Principal:
+    if token.startswith("dev-"):
+        device = devices.authenticate(session, token)
+        return Principal(name=device.id, device=device)
+    admin = tokens.find_admin(session, token)
+    if admin is None:
+        raise UnauthorizedError("unknown or revoked token")
+    return Principal(name=f"admin:{admin.name}")
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise ForbiddenError("this endpoint needs an admin token; devices may not call it")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def require_device(principal: PrincipalDep) -> Device:
+    if principal.device is None:
+        raise ForbiddenError("this endpoint is for devices; call it with a device credential")
+    return principal.device
+
+
+DeviceDep = Annotated[Device, Depends(require_device)]

@@ -1,0 +1,72 @@
+"""Artifacts, releases and deployments (operators only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+
+from edgeota.server.deps import AdminDep, ContextDep, SessionDep
+from edgeota.server.schemas import (
+    ArtifactPublic,
+    DeploymentCreate,
+    DeploymentPublic,
+    ReleaseCreate,
+    ReleasePublic,
+)
+from edgeota.server.services import deployments, releases
+
+router = APIRouter(prefix="/api/v1", tags=["releases"])
+
+Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+
+
+@router.put("/artifacts/{sha256}", response_model=ArtifactPublic)
+async def upload_artifact(
+    sha256: Sha256Path, request: Request, _: AdminDep, ctx: ContextDep
+) -> ArtifactPublic:
+    """Upload a file by its sha256; uploading one that is already stored is a no-op."""
+    existing = ctx.artifacts.length(sha256)
+    if existing is not None:
+        return ArtifactPublic(sha256=sha256, length=existing)
+    length = await ctx.artifacts.put_stream(
+        request.stream(), sha256, ctx.settings.max_artifact_bytes
+    )
+    return ArtifactPublic(sha256=sha256, length=length)
+
+
+@router.post("/releases", response_model=ReleasePublic, status_code=status.HTTP_201_CREATED)
+def create_release(
+    body: ReleaseCreate, admin: AdminDep, session: SessionDep, ctx: ContextDep, response: Response
+) -> ReleasePublic:
+    release, created = releases.publish(session, body, ctx.artifacts, ctx.signer, admin.name)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return releases.to_public(session, release)
+
+
+@router.get("/releases", response_model=list[ReleasePublic])
+def list_releases(
+    _: AdminDep,
+    session: SessionDep,
+    component: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[ReleasePublic]:
+    return [releases.to_public(session, r) for r in releases.list_all(session, component)]
+
+
+@router.get("/releases/{release_ref}", response_model=ReleasePublic)
+def get_release(release_ref: str, _: AdminDep, session: SessionDep) -> ReleasePublic:
+    return releases.to_public(session, releases.resolve(session, release_ref))
+
+
+@router.post("/deployments", response_model=DeploymentPublic, status_code=status.HTTP_201_CREATED)
+def create_deployment(
+    body: DeploymentCreate, admin: AdminDep, session: SessionDep
+) -> DeploymentPublic:
+    release = releases.resolve(session, body.release)
+    return deployments.create(session, release, body.group, admin.name)
+
+
+@router.get("/deployments", response_model=list[DeploymentPublic])
+def list_deployments(_: AdminDep, session: SessionDep) -> list[DeploymentPublic]:
+    return deployments.list_all(session)

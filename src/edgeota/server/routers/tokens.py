@@ -1,0 +1,25 @@
+"""Admin and enrollment tokens (operators only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from edgeota.server.deps import AdminDep, SessionDep
+from edgeota.server.schemas import AdminTokenCreate, EnrollmentTokenCreate, TokenPublic
+from edgeota.server.services import tokens
+from edgeota.timeutil import as_utc
+
+router = APIRouter(prefix="/api/v1", tags=["tokens"])
+
+
+@router.post("/admin-tokens", response_model=TokenPublic, status_code=status.HTTP_201_CREATED)
+def create_admin_token(body: AdminTokenCreate, _: AdminDep, session: SessionDep) -> TokenPublic:
+    return TokenPublic(token=tokens.create_admin_token(session, body.name))
+
+
+@router.post("/enrollment-tokens", response_model=TokenPublic, status_code=status.HTTP_201_CREATED)
+def create_enrollment_token(
+    body: EnrollmentTokenCreate, _: AdminDep, session: SessionDep
+) -> TokenPublic:
+    token, row = tokens.create_enrollment_token(session, body.groups, body.expires_in_s)
+    return TokenPublic(token=token, expires_at=as_utc(row.expires_at))

@@ -1,0 +1,110 @@
+"""Deployments: point every device of a group at a release (the desired state).
+
+The desired state is materialized per device at deploy time, so the check-in reads one row
+per component instead of resolving groups on every poll. A device that joins a group later
+gets the group's newest deployment per component at that moment.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from edgeota.server.models import Deployment, DesiredComponent, Device, DeviceGroup, Release
+from edgeota.server.schemas import DeploymentPublic
+from edgeota.timeutil import as_utc, utcnow
+
+
+def create(session: Session, release: Release, group: str, created_by: str) -> DeploymentPublic:
+    deployment = Deployment(
+        release_id=release.id,
+        component=release.component,
+        group_name=group,
+        created_at=utcnow(),
+        created_by=created_by,
+    )
+    session.add(deployment)
+    session.flush()
+    device_ids = list(
+        session.scalars(
+            select(Device.id)
+            .join(DeviceGroup, DeviceGroup.device_id == Device.id)
+            .where(DeviceGroup.group_name == group, Device.revoked_at.is_(None))
+        )
+    )
+    for device_id in device_ids:
+        _set_desired(session, device_id, release, deployment.id)
+    return to_public(deployment, release, len(device_ids))
+
+
+def materialize_for_device(session: Session, device_id: str) -> None:
+    """Give a device the newest deployment, per component, of the groups it is in."""
+    newest = (
+        select(Deployment.component, func.max(Deployment.id).label("id"))
+        .join(DeviceGroup, DeviceGroup.group_name == Deployment.group_name)
+        .where(DeviceGroup.device_id == device_id)
+        .group_by(Deployment.component)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Deployment, Release)
+        .join(newest, newest.c.id == Deployment.id)
+        .join(Release, Release.id == Deployment.release_id)
+    ).all()
+    for deployment, release in rows:
+        _set_desired(session, device_id, release, deployment.id)
+
+
+def _set_desired(session: Session, device_id: str, release: Release, deployment_id: int) -> None:
+    row = session.get(DesiredComponent, (device_id, release.component))
+    if row is not None and row.release_id == release.id:
+        return
+    if row is None:
+        session.add(
+            DesiredComponent(
+                device_id=device_id,
+                component=release.component,
+                release_id=release.id,
+                deployment_id=deployment_id,
+                updated_at=utcnow(),
+            )
+        )
+    else:
+        row.release_id = release.id
+        row.deployment_id = deployment_id
+        row.updated_at = utcnow()
+    session.execute(
+        update(Device)
+        .where(Device.id == device_id)
+        .values(desired_revision=Device.desired_revision + 1)
+    )
+
+
+def list_all(session: Session) -> list[DeploymentPublic]:
+    rows = session.execute(
+        select(Deployment, Release)
+        .join(Release, Release.id == Deployment.release_id)
+        .order_by(Deployment.id.desc())
+    ).all()
+    out = []
+    for deployment, release in rows:
+        count = session.scalar(
+            select(func.count())
+            .select_from(DesiredComponent)
+            .where(DesiredComponent.deployment_id == deployment.id)
+        )
+        out.append(to_public(deployment, release, count or 0))
+    return out
+
+
+def to_public(deployment: Deployment, release: Release, devices: int) -> DeploymentPublic:
+    return DeploymentPublic(
+        id=deployment.id,
+        release_id=release.id,
+        component=release.component,
+        version=release.version,
+        group=deployment.group_name,
+        created_at=as_utc(deployment.created_at),
+        created_by=deployment.created_by,
+        devices=devices,
+    )
