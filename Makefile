@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[server,modelops,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,modelops,dev]'
 	touch $(VENV)/.installed $@
 
 venv: $(VENV)/.installed

@@ -34,6 +34,9 @@ class ServerSettings(BaseSettings):
     last_seen_flush_interval_s: float = Field(default=5.0, gt=0)
     tuf_refresh_interval_s: float = Field(default=300.0, gt=0)
     timestamp_expiry_s: int = Field(default=86400, ge=60)
+    timestamp_refresh_margin_s: int | None = Field(
+        default=None, ge=0, description="re-sign this long before expiry; default: half of it"
+    )
     max_artifact_bytes: int = Field(default=64 * 1024**3, ge=1)
     max_events_per_request: int = Field(default=500, ge=1)
 

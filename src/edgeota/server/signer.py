@@ -22,7 +22,11 @@ class RepositorySigner(Protocol):
 def expiry_policy(settings: ServerSettings) -> ExpiryPolicy:
     return ExpiryPolicy(
         timestamp_expiry_s=settings.timestamp_expiry_s,
-        timestamp_refresh_margin_s=settings.timestamp_expiry_s // 2,
+        timestamp_refresh_margin_s=(
+            settings.timestamp_expiry_s // 2
+            if settings.timestamp_refresh_margin_s is None
+            else settings.timestamp_refresh_margin_s
+        ),
     )
 
 

@@ -26,8 +26,10 @@ def signer() -> RecordingSigner:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> ServerSettings:
-    return ServerSettings(data_dir=tmp_path / "server", poll_interval_s=5)
+def settings(tmp_path: Path, database_url: str) -> ServerSettings:
+    return ServerSettings(
+        data_dir=tmp_path / "server", database_url=database_url, poll_interval_s=5
+    )
 
 
 @pytest.fixture

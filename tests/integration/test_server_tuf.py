@@ -1,0 +1,154 @@
+"""A real server process over HTTPS: published releases become signed TUF targets that a
+device-side client verifies; tampering on the server's disk is caught on the device."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ServerHandle
+
+from edgeota.errors import VerificationError
+from edgeota.procs import ProcessGroup, free_port, wait_until
+from edgeota.releasefolder import load_release
+from edgeota.server.devcerts import DevCertificates
+from edgeota.trust.client import TrustClient
+from edgeota.trust.verify import verify_file
+
+
+def _trust_client(server: ServerHandle, tmp_path: Path) -> tuple[TrustClient, httpx.Client]:
+    http = httpx.Client(verify=server.ssl_context(), timeout=10)
+    trust = TrustClient(
+        tmp_path / "device-metadata",
+        f"{server.url}/tuf/metadata/",
+        f"{server.url}/tuf/targets/",
+        http,
+        bootstrap_root=server.root.read_bytes(),
+    )
+    return trust, http
+
+
+def _release_folder(tmp_path: Path, payload: bytes) -> Path:
+    folder = tmp_path / "release"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(payload)
+    (folder / "release.json").write_text(
+        json.dumps({"schema": 1, "files": [{"path": "model.onnx", "role": "model"}]})
+    )
+    return folder
+
+
+def test_published_release_verifies_on_the_device(server: ServerHandle, tmp_path: Path) -> None:
+    release = server.admin.publish(
+        load_release(_release_folder(tmp_path, b"weights" * 1000)), "denoiser", "1.0.0"
+    )
+    trust, http = _trust_client(server, tmp_path)
+    with http:
+        trust.refresh()
+        target = trust.get_target("denoiser/1.0.0/model.onnx")
+        assert target.custom.release_id == release["id"]
+        assert target.custom.role == "model"
+        downloaded = tmp_path / "model.onnx"
+        downloaded.write_bytes(http.get(target.url).content)
+        verify_file(downloaded, target)
+
+
+def test_tampered_artifact_on_server_is_refused_on_device(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    release = server.admin.publish(
+        load_release(_release_folder(tmp_path, b"weights" * 1000)), "denoiser", "1.0.0"
+    )
+    sha = release["files"][0]["sha256"]
+    stored = server.data_dir / "artifacts" / "sha256" / sha[:2] / sha
+    data = bytearray(stored.read_bytes())
+    data[10] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    trust, http = _trust_client(server, tmp_path)
+    with http:
+        trust.refresh()
+        target = trust.get_target("denoiser/1.0.0/model.onnx")
+        downloaded = tmp_path / "model.onnx"
+        downloaded.write_bytes(http.get(target.url).content)
+        with pytest.raises(VerificationError, match="sha256|hash"):
+            verify_file(downloaded, target)
+
+
+def test_server_resigns_timestamp_before_it_expires(tmp_path: Path, certs: DevCertificates) -> None:
+    port = free_port()
+    with ProcessGroup() as procs:
+        proc = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "edgeota",
+                "server",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--port",
+                str(port),
+            ],
+            tmp_path / "server.log",
+            env={
+                "EDGEOTA_TIMESTAMP_EXPIRY_S": "120",
+                "EDGEOTA_TIMESTAMP_REFRESH_MARGIN_S": "119",
+                "EDGEOTA_TUF_REFRESH_INTERVAL_S": "0.2",
+            },
+        )
+
+        def timestamp_version() -> int:
+            if proc.poll() is not None:
+                raise RuntimeError((tmp_path / "server.log").read_text())
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/tuf/metadata/timestamp.json", timeout=2)
+            except httpx.HTTPError:
+                return 0
+            return int(r.json()["signed"]["version"]) if r.status_code == 200 else 0
+
+        wait_until(lambda: timestamp_version() >= 3, timeout_s=30, what="timestamp re-signed")
+
+
+def test_production_server_refuses_to_start_without_offline_root_keys(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeota", "server", "--data-dir", str(tmp_path / "d")],
+        env={"EDGEOTA_ENVIRONMENT": "production", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "edgeota keys init" in result.stderr
+
+
+def test_keys_init_keeps_root_key_apart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    root_dir = tmp_path / "offline-root"
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeota",
+        "keys",
+        "init",
+        "--data-dir",
+        str(data_dir),
+        "--root-key-dir",
+        str(root_dir),
+    ]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    assert list(root_dir.glob("root.*.pem"))
+    assert not list((data_dir / "keys").rglob("root.*.pem"))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 1
+    assert "already holds a TUF repository" in again.stderr
+
+
+def test_plain_http_client_cannot_talk_to_https_server(server: ServerHandle) -> None:
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{server.url}/healthz", verify=ssl.create_default_context(), timeout=5)
