@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerHandle
 
+from conftest import ServerHandle
 from edgeota.errors import VerificationError
 from edgeota.procs import ProcessGroup, free_port, wait_until
 from edgeota.releasefolder import load_release
@@ -75,7 +75,7 @@ def test_tampered_artifact_on_server_is_refused_on_device(
         target = trust.get_target("denoiser/1.0.0/model.onnx")
         downloaded = tmp_path / "model.onnx"
         downloaded.write_bytes(http.get(target.url).content)
-        with pytest.raises(VerificationError, match="sha256|hash"):
+        with pytest.raises(VerificationError, match=r"sha256|hash"):
             verify_file(downloaded, target)
 
 
