@@ -1,20 +1,15 @@
-"""Real servers and real agent processes on loopback, over HTTPS with generated certificates."""
+"""Fixtures for integration tests: real processes on loopback, HTTPS with generated certs."""
 
 from __future__ import annotations
 
-import secrets
-import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from edgeota.adminclient import AdminClient
-from edgeota.procs import ProcessGroup, free_port, wait_healthy
+from edgeota.procs import ProcessGroup
 from edgeota.server.devcerts import DevCertificates, make_dev_certificates
+from harness import Fleet, ServerHandle, start_server
 
 
 @pytest.fixture(scope="session")
@@ -30,111 +25,6 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("examples")
     build_example_releases(out)
     return out
-
-
-@dataclass
-class ServerHandle:
-    url: str
-    data_dir: Path
-    admin: AdminClient
-    ca: Path
-    root: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def ssl_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca))
-
-
-@dataclass
-class Fleet:
-    """Starts agents (as real processes) against one server; stops all of them at the end."""
-
-    server: ServerHandle
-    certs: DevCertificates
-    work: Path
-    procs: ProcessGroup
-    group: str = "lab"
-    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def agent_argv(self, data_dir: Path, *extra: str, enroll: bool = True) -> list[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "edgeota",
-            "agent",
-            "--server",
-            self.server.url,
-            "--data-dir",
-            str(data_dir),
-            "--root",
-            str(self.server.root),
-            "--ca",
-            str(self.certs.ca_cert),
-            "--name",
-            data_dir.name,
-            "--hardware-class",
-            "x86-64-test",
-            "--runtime-port",
-            str(free_port()),
-            "--poll-interval",
-            "0.5",
-        ]
-        if enroll and not (data_dir / "identity.json").exists():
-            argv += ["--enroll-token", self.server.admin.enrollment_token([self.group])]
-        return [*argv, *extra]
-
-    def start_agent(self, data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
-        proc = self.procs.start(
-            self.agent_argv(data_dir, *extra), self.work / f"{data_dir.name}.log"
-        )
-        self.started.append(proc)
-        return proc
-
-
-def start_server(procs: ProcessGroup, work: Path, certs: DevCertificates) -> ServerHandle:
-    port = free_port()
-    data_dir = work / "server"
-    token = "eoa_" + secrets.token_urlsafe(32)
-    log = work / "server.log"
-    proc = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "edgeota",
-            "server",
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(certs.server_cert),
-            "--tls-key",
-            str(certs.server_key),
-        ],
-        log,
-        env={
-            "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": token.removeprefix("eoa_"),
-            "EDGEOTA_POLL_INTERVAL_S": "1",
-        },
-    )
-    url = f"https://127.0.0.1:{port}"
-    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
-    try:
-        wait_healthy(f"{url}/healthz", timeout_s=60, verify=ctx, proc=proc)
-    except (RuntimeError, TimeoutError) as e:
-        raise RuntimeError(f"{e}\n--- server log ---\n{log.read_text()}") from e
-    return ServerHandle(
-        url=url,
-        data_dir=data_dir,
-        admin=AdminClient(url, token, certs.ca_cert),
-        ca=certs.ca_cert,
-        root=data_dir / "tuf" / "metadata" / "1.root.json",
-        process=proc,
-        log=log,
-    )
 
 
 @pytest.fixture

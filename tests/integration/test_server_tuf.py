@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ServerHandle
 from edgeota.errors import VerificationError
 from edgeota.procs import ProcessGroup, free_port, wait_until
 from edgeota.releasefolder import load_release
 from edgeota.server.devcerts import DevCertificates
 from edgeota.trust.client import TrustClient
 from edgeota.trust.verify import verify_file
+from harness import ServerHandle
 
 
 def _trust_client(server: ServerHandle, tmp_path: Path) -> tuple[TrustClient, httpx.Client]:

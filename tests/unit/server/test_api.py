@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import RecordingSigner
 from edgeota.server.app import create_app
 from edgeota.server.bootstrap import prepare
 from edgeota.server.settings import ServerSettings
+from support import RecordingSigner
 
 
 @pytest.fixture
