@@ -17,9 +17,12 @@ meaning of an existing one. Version 1::
         "hardware": ["*"],                # device hardware classes it may install on; "*" = any
         "needs": {"app": ">=2.1.0"},      # other components' versions it needs
         "delta_base": null,               # for role=patch: sha256 of the file it applies to
-        "tolerance": {"max_abs_error": 0.05}   # for role=probe: the health-check bounds
+        "tolerance": {"max_abs_error": "0.05"} # for role=probe: the health-check bounds
       }
     }
+
+Numbers that are not integers are written as decimal strings: TUF signs canonical JSON,
+which has no floating-point numbers.
 
 Target paths are ``<component>/<version>/<file>``.
 """
@@ -110,7 +113,7 @@ class TargetCustom:
             "delta_base": self.delta_base,
         }
         if self.tolerance is not None:
-            body["tolerance"] = dict(self.tolerance)
+            body["tolerance"] = {k: repr(float(v)) for k, v in self.tolerance.items()}
         return {CUSTOM_KEY: body}
 
     @classmethod
@@ -150,8 +153,19 @@ class TargetCustom:
             )
         except KeyError as e:
             raise FormatError(f"target custom field lacks required key {e.args[0]!r}") from e
+        except ValueError as e:
+            raise FormatError(f"target custom field is invalid: {e}") from e
         except PolicyError as e:
             raise FormatError(f"target custom field is invalid: {e}") from e
+
+
+def _parse_tolerance(raw: dict[Any, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise FormatError(f"tolerance {key!r} must be a decimal string, not {value!r}")
+        out[str(key)] = float(value)
+    return out
 
 
 @dataclass(frozen=True)

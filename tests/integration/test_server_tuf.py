@@ -37,9 +37,12 @@ def _release_folder(tmp_path: Path, payload: bytes) -> Path:
     folder = tmp_path / "release"
     folder.mkdir()
     (folder / "model.onnx").write_bytes(payload)
-    (folder / "release.json").write_text(
-        json.dumps({"schema": 1, "files": [{"path": "model.onnx", "role": "model"}]})
-    )
+    (folder / "probe.npz").write_bytes(b"probe")
+    files = [
+        {"path": "model.onnx", "role": "model"},
+        {"path": "probe.npz", "role": "probe", "tolerance": {"max_abs_error": 0.001}},
+    ]
+    (folder / "release.json").write_text(json.dumps({"schema": 1, "files": files}))
     return folder
 
 
@@ -53,6 +56,8 @@ def test_published_release_verifies_on_the_device(server: ServerHandle, tmp_path
         target = trust.get_target("denoiser/1.0.0/model.onnx")
         assert target.custom.release_id == release["id"]
         assert target.custom.role == "model"
+        probe = trust.get_target("denoiser/1.0.0/probe.npz")
+        assert probe.custom.tolerance == {"max_abs_error": 0.001}
         downloaded = tmp_path / "model.onnx"
         downloaded.write_bytes(http.get(target.url).content)
         verify_file(downloaded, target)
