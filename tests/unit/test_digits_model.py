@@ -40,8 +40,6 @@ def test_retrained_model_reconstructs_better(built: ExampleReleases) -> None:
     assert built.v1.psnr_db > built.noisy_psnr_db + 2.0
     assert built.v2.psnr_db > built.v1.psnr_db + 0.5
     assert np.isnan(built.v3_broken.psnr_db)
-    assert built.v1.train_seconds < 30
-    assert built.v2.train_seconds < 30
 
 
 def test_release_folders_follow_the_documented_format(built: ExampleReleases) -> None:

@@ -1,0 +1,96 @@
+"""The agent's configuration: one typed value object, built by the CLI (which alone reads
+options and environment variables) and passed to :func:`edgeota.agent.reconcile.build_agent`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from edgeota.agent.download import DownloadLimits
+
+# Where a fault plan may SIGKILL the agent, each right after the journal write before it:
+#   download  state DOWNLOADING journaled, nothing fetched yet
+#   staged    slot complete, state STAGED journaled, not switched
+#   switched  current points at the new slot, state TRIAL journaled, runtime not restarted
+#   health    runtime restarted on the new slot and ready, health check not yet run
+#   commit    the commit (state IDLE, new committed slot) journaled, nothing reported yet
+CRASH_POINTS = frozenset({"download", "staged", "switched", "health", "commit"})
+
+DEFAULT_POLL_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server_url: str
+    data_dir: Path
+    hardware_class: str
+    device_name: str = "edge-device"
+    ca_file: Path | None = None  # CA that signed the server's TLS certificate
+    root_file: Path | None = None  # the TUF root.json pinned at enrollment
+    enroll_token: str | None = None  # one-time; only used when no identity is stored
+    model_ram_budget_mb: int = 1024
+    poll_interval_s: float | None = None  # None: the interval the server asks for
+    poll_jitter: float = 0.2  # each wait is poll_interval * uniform(1 - j, 1 + j)
+    backoff_initial_s: float = 1.0  # first wait after a failed check-in, doubled each time
+    backoff_max_s: float = 300.0
+    http_timeout_s: float = 30.0
+    runtime_host: str = "127.0.0.1"
+    runtime_port: int = 8510
+    ready_timeout_s: float = 60.0  # runtime must answer /healthz within this after a start
+    health_timeout_s: float = 60.0  # budget of the whole health check
+    max_trial_attempts: int = 2  # health checks tried (interrupted ones count) before rollback
+    restart_budget: int = 3  # runtime exits tolerated within restart_window_s
+    restart_window_s: float = 60.0
+    disk_reserve_mb: int = 64  # disk that must stay free after a download
+    download: DownloadLimits = field(default_factory=DownloadLimits)
+    agent_version: str = ""
+    crash_at: str | None = None  # fault injection: one of CRASH_POINTS
+    crash_after_bytes: int | None = None  # fault injection: SIGKILL after this many bytes
+
+    def __post_init__(self) -> None:
+        if self.crash_at is not None and self.crash_at not in CRASH_POINTS:
+            raise ValueError(
+                f"crash_at must be one of {sorted(CRASH_POINTS)}, not {self.crash_at!r}"
+            )
+        if not 0 <= self.poll_jitter < 1:
+            raise ValueError(f"poll_jitter must be in [0, 1), not {self.poll_jitter}")
+        if self.max_trial_attempts < 1:
+            raise ValueError("max_trial_attempts must be at least 1")
+        url = urlsplit(self.server_url)
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise ValueError(f"server_url must be an http(s) URL, not {self.server_url!r}")
+        if url.scheme == "http" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"plain HTTP is allowed only on loopback, not for {self.server_url!r}: use https"
+            )
+
+    @property
+    def metadata_base_url(self) -> str:
+        return f"{self.server_url.rstrip('/')}/tuf/metadata/"
+
+    @property
+    def targets_base_url(self) -> str:
+        return f"{self.server_url.rstrip('/')}/tuf/targets/"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "journal.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "agent.lock"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.data_dir / "downloads"
+
+    @property
+    def download_limits(self) -> DownloadLimits:
+        """The download limits with the fault plan's byte count and the disk reserve."""
+        crash = self.crash_after_bytes
+        return replace(
+            self.download,
+            crash_after_bytes=self.download.crash_after_bytes if crash is None else crash,
+            reserve_bytes=self.disk_reserve_mb * 1024 * 1024,
+        )

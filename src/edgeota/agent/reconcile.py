@@ -1,0 +1,818 @@
+"""The agent: reconcile what the server desires with what is installed, crash-safely.
+
+One pass (:meth:`Agent.run_once`) checks in, then moves each component along the state machine
+(:mod:`edgeota.agent.statemachine`): verify the signed release, download into the inactive
+slot, switch ``current``, restart the runtime, health-check, then commit (one journal write)
+or roll back. Every transition is saved to the journal together with the event reporting it,
+and the outbox is sent when the network allows.
+
+After a restart, :meth:`Agent.open` recovers each component from its journaled state:
+DOWNLOADING resumes on the next pass, STAGED re-verifies the slot and switches, TRIAL counts an
+attempt and checks again (or rolls back past the budget), ROLLING_BACK finishes rolling back.
+Any unexpected error during a pass is handled the same way: reload the journal, recover.
+
+The decision to install is made on signed data only (:func:`decide`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import random
+import signal
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgeota.agent.api_client import (
+    CredentialError,
+    DesiredComponent,
+    DesiredState,
+    DeviceApi,
+    build_inventory,
+    inventory_digest,
+)
+from edgeota.agent.config import DEFAULT_POLL_INTERVAL_S, AgentConfig
+from edgeota.agent.diskspace import FreeBytes, NotEnoughSpaceError, ensure_free, free_bytes
+from edgeota.agent.download import DownloadCancelledError, Fetcher
+from edgeota.agent.driver import HealthCheck, HealthResult, RuntimeDriver
+from edgeota.agent.journal import ComponentRecord, Identity, Journal, PendingRelease, ReleaseRef
+from edgeota.agent.slots import ComponentSlots, other_slot
+from edgeota.agent.statemachine import Event, SlotEffect, State, reported_name, step
+from edgeota.errors import (
+    EdgeotaError,
+    InsufficientSpaceError,
+    PolicyError,
+    TransportError,
+    UntrustedError,
+)
+from edgeota.slotinfo import SlotFile, SlotInfo
+from edgeota.targets import VerifiedTarget, check_component_name, parse_version
+
+log = logging.getLogger(__name__)
+
+_REASON_CHARS = 1000
+_ALREADY = "this release is already installed"
+
+
+# -- the boundaries, each with a real implementation and a fake in the tests -----------------
+class TrustSource(Protocol):
+    def refresh(self) -> None: ...
+    def get_target(self, path: str) -> VerifiedTarget: ...
+
+
+class AgentLockedError(EdgeotaError):
+    """Another agent already runs on the same data folder."""
+
+
+class NotEnrolledError(EdgeotaError):
+    """The device has no identity and cannot get one."""
+
+
+class AgentSetupError(EdgeotaError):
+    """The configuration cannot make a working agent (say, no trusted root)."""
+
+
+# -- the decision, on signed data only ----------------------------------------------------
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "install" | "already_installed" | "refuse"
+    reason: str | None = None
+
+
+def decide(
+    component: str,
+    desired: DesiredComponent,
+    targets: Sequence[VerifiedTarget],
+    record: ComponentRecord,
+    hardware_class: str,
+    installed: Mapping[str, str],
+) -> Decision:
+    """Whether to install ``desired``, judged on the signed ``custom`` of its ``targets``.
+
+    ``installed`` maps other components to their committed versions (for ``needs``).
+    """
+
+    def refuse(reason: str) -> Decision:
+        return Decision("refuse", reason)
+
+    if not targets:
+        return refuse("the desired release lists no target files")
+    for t in targets:
+        c = t.custom
+        if c.component != component:
+            return refuse(f"{t.path} is signed for component {c.component!r}, not {component!r}")
+        if (c.version, c.release_id) != (desired.version, desired.release_id):
+            return refuse(
+                f"{t.path} is signed as {c.version} ({c.release_id}), but the server asked for "
+                f"{desired.version} ({desired.release_id})"
+            )
+        if not c.fits_hardware(hardware_class):
+            return refuse(
+                f"{t.path} is signed for hardware {list(c.hardware)}, not {hardware_class!r}"
+            )
+        if c.role == "patch":
+            return refuse(f"{t.path} is a delta patch; this agent installs full files only")
+        for need, spec in c.needs.items():
+            have = installed.get(need)
+            try:
+                met = have is not None and parse_version(have).match(spec)
+            except (ValueError, PolicyError):
+                met = False
+            if not met:
+                return refuse(f"release needs {need} {spec}; installed: {have or 'nothing'}")
+    files = [t.custom.file for t in targets]
+    if len(set(files)) != len(files):
+        return refuse("two targets of the release install to the same file")
+    new = parse_version(desired.version)
+    if record.committed is not None:
+        current = parse_version(record.committed.version)
+        if new < current:
+            return refuse(
+                f"{desired.version} is older than the installed {current}: installed versions "
+                "never go down"
+            )
+        if new == current:
+            if desired.release_id == record.committed.release_id:
+                return Decision("already_installed", _ALREADY)
+            return refuse(
+                f"{desired.version} is installed as {record.committed.release_id}; a release "
+                f"with other content ({desired.release_id}) needs a new version"
+            )
+    if desired.release_id in record.failed_release_ids:
+        return refuse(
+            f"{desired.release_id} failed its health check on this device; it is not retried "
+            "until a newer release is desired"
+        )
+    return Decision("install")
+
+
+def _sigkill(point: str) -> None:
+    log.warning("fault plan: SIGKILL at crash point %r", point)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        api: DeviceApi,
+        trust: TrustSource,
+        drivers: Callable[[str], RuntimeDriver],
+        health: HealthCheck,
+        fetcher: Fetcher,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+        crash: Callable[[str], None] = _sigkill,
+        measure_free: FreeBytes = free_bytes,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.trust = trust
+        self.health = health
+        self.fetcher = fetcher
+        self._make_driver = drivers
+        self._drivers: dict[str, RuntimeDriver] = {}
+        self._now = now
+        self._rng = rng or random.Random()
+        self._crash = crash
+        self._measure_free = measure_free
+        self._stop = threading.Event()
+        self._lock_fd: int | None = None
+        self.journal = Journal(config.journal_path)
+        self.desired: DesiredState | None = None
+        self._server_poll_s: float | None = None
+        self._trust_fresh = False
+        self._pass_ok = True
+        self._reported: dict[str, tuple[str, str]] = {}  # component -> last refusal told
+        self._crash_loop_told: set[str] = set()
+        self._resumable: dict[str, set[str]] = {}  # downloads kept for a later resume
+
+    # -- life cycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Lock the data folder, load the journal, recover, start the runtimes."""
+        if self._lock_fd is not None:
+            return
+        self._lock()
+        self.journal = Journal.load(self.config.journal_path)
+        if self.journal.identity is not None:
+            ident = self.journal.identity
+            self.api.set_identity(ident.device_id, ident.credential)
+        self._recover()
+
+    def close(self, *, stop_runtimes: bool = True) -> None:
+        """Release the lock and (unless told otherwise) stop the runtimes."""
+        if stop_runtimes:
+            for driver in self._drivers.values():
+                driver.stop()
+        self._drivers.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def stop(self) -> None:
+        """Ask run_forever to return soon (safe to call from a signal handler)."""
+        self._stop.set()
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        if stop is not None:
+            self._stop = stop
+        self.open()
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                failures = 0 if self.run_once() else failures + 1
+                self._stop.wait(self.next_delay_s(failures))
+        finally:
+            self.close()
+
+    def next_delay_s(self, failures: int) -> float:
+        """Seconds to the next pass: the poll interval, or a capped back-off, both jittered."""
+        j = self.config.poll_jitter
+        if failures == 0:
+            base = self.config.poll_interval_s or self._server_poll_s or DEFAULT_POLL_INTERVAL_S
+        else:
+            base = min(
+                self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (failures - 1)
+            )
+        # Jitter spreads devices out, so a fleet reconnecting after an outage does not stampede.
+        return base * self._rng.uniform(1 - j, 1 + j)
+
+    def _lock(self) -> None:
+        path = self.config.lock_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AgentLockedError(
+                f"another agent (pid {holder}) is running on {self.config.data_dir}: stop it, "
+                "or give this agent its own data folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    # -- one pass ----------------------------------------------------------------------
+    def run_once(self) -> bool:
+        """Check in, reconcile every component, report.
+
+        Returns False when something failed that is worth backing off for: the server, the
+        metadata or the download could not be reached.
+        """
+        self.open()
+        reached, self._pass_ok = True, True
+        try:
+            self._ensure_enrolled()
+            state = self.api.desired_state(self.desired.etag if self.desired else None)
+            if state is not None:
+                self.desired = state
+                self._server_poll_s = state.poll_interval_s
+        except TransportError as e:
+            log.warning("check-in failed: %s", e)
+            reached = False
+        except UntrustedError as e:
+            log.warning("check-in answer refused: %s", e)
+            reached = False
+        self._supervise()
+        wanted = dict(self.desired.components) if self.desired else {}
+        busy = [n for n, r in self.journal.components.items() if r.state is not State.IDLE]
+        self._trust_fresh = False
+        for name in sorted(set(wanted) | set(busy)):
+            if self._stop.is_set():
+                break
+            try:
+                self._reconcile(name, wanted.get(name))
+            except TransportError as e:
+                log.warning("%s: %s", name, e)
+                reached = False
+            except Exception:
+                # Handled like a crash: the journal on disk is the truth; recover from it.
+                log.exception("%s: unexpected error; recovering from the journal", name)
+                self.journal = Journal.load(self.config.journal_path)
+                self._recover()
+                reached = False
+        self._sweep_downloads()
+        try:
+            self._flush_outbox()
+            self._send_inventory()
+        except TransportError as e:
+            log.warning("report failed (kept for later): %s", e)
+            reached = False
+        return reached and self._pass_ok
+
+    def _ensure_enrolled(self) -> None:
+        if self.journal.identity is not None:
+            return
+        token = self.config.enroll_token
+        if not token:
+            raise NotEnrolledError(
+                f"no device identity in {self.config.data_dir} and no enrollment token: "
+                "start the agent once with an enrollment token from the operator"
+            )
+        try:
+            device_id, credential = self.api.enroll(
+                token, self.config.device_name, self.config.hardware_class
+            )
+        except CredentialError as e:
+            raise NotEnrolledError(f"enrollment failed: {e}") from e
+        self.journal.save_identity(Identity(device_id, credential))
+        self.api.set_identity(device_id, credential)
+
+    def _reconcile(self, name: str, desired: DesiredComponent | None) -> None:
+        try:
+            check_component_name(name)
+        except PolicyError as e:
+            if desired is not None:
+                self._tell_refusal(name[:64], desired, str(e), record=False)
+            return
+        rec = self.journal.components.get(name)
+        if rec is not None and rec.state is State.DOWNLOADING:
+            assert rec.pending is not None
+            if desired is None or desired.release_id == rec.pending.release_id:
+                self._resume_download(name)
+                return
+            self._download_failed(name, f"superseded by release {desired.release_id}", keep=False)
+        elif rec is not None and rec.state is not State.IDLE:
+            return  # only reached if recovery could not finish; it retries on the next start
+        if desired is None:
+            return
+        if rec is not None and rec.committed and rec.committed.release_id == desired.release_id:
+            # The steady state: nothing to look up; a re-deploy is told once (row 20).
+            self._tell_refusal(name, desired, _ALREADY, event="already_installed")
+            return
+        if rec is not None and desired.release_id in rec.failed_release_ids:
+            self._tell_refusal(name, desired, f"{desired.release_id} failed here before")
+            return
+        try:
+            targets = self._signed_targets(desired.targets)
+        except UntrustedError as e:
+            self._tell_refusal(name, desired, str(e))
+            return
+        record = rec or ComponentRecord()
+        decision = decide(
+            name, desired, targets, record, self.config.hardware_class, self._installed()
+        )
+        if decision.action == "install":
+            self._start_update(name, desired, targets)
+        elif decision.action == "already_installed":
+            self._tell_refusal(name, desired, decision.reason or "", event="already_installed")
+        else:
+            self._tell_refusal(name, desired, decision.reason or "refused")
+
+    def _signed_targets(self, paths: Sequence[str]) -> list[VerifiedTarget]:
+        if not self._trust_fresh:
+            self.trust.refresh()
+            self._trust_fresh = True
+        return [self.trust.get_target(p) for p in paths]
+
+    def _installed(self) -> dict[str, str]:
+        return {n: r.committed.version for n, r in self.journal.components.items() if r.committed}
+
+    # -- the update, one state at a time -----------------------------------------------
+    def _start_update(
+        self, name: str, desired: DesiredComponent, targets: Sequence[VerifiedTarget]
+    ) -> None:
+        rec = self.journal.component(name)
+        pending = PendingRelease(
+            version=desired.version,
+            release_id=desired.release_id,
+            targets=[t.path for t in targets],
+            slot=other_slot(rec.committed_slot),
+            sha256s=[t.sha256 for t in targets],
+        )
+
+        def begin(r: ComponentRecord) -> None:
+            r.pending, r.last_error, r.trial_attempts = pending, None, 0
+
+        self._transition(name, Event.UPDATE_FOUND, before=begin)
+        self._crash_point("download")
+        self._download(name, targets)
+
+    def _resume_download(self, name: str) -> None:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        pending = rec.pending
+        desired = DesiredComponent(pending.release_id, pending.version, tuple(pending.targets))
+        try:
+            targets = self._signed_targets(pending.targets)
+        except UntrustedError as e:
+            self._download_failed(name, str(e), keep=False)
+            return
+        # The same signed checks as at the start: metadata may have changed meanwhile.
+        decision = decide(
+            name, desired, targets, rec, self.config.hardware_class, self._installed()
+        )
+        if decision.action != "install":
+            self._download_failed(name, decision.reason or "refused", keep=False)
+            return
+        self._download(name, targets)
+
+    def _download(self, name: str, targets: Sequence[VerifiedTarget]) -> None:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        pending, slots = rec.pending, self._slots(name)
+        try:
+            slots.prepare(pending.slot)
+            ensure_free(
+                self.config.downloads_dir,
+                sum(self.fetcher.bytes_needed(t) for t in targets),
+                reserve_bytes=self.config.disk_reserve_mb * 1024 * 1024,
+                what=f"{name} {pending.version}",
+                measure=self._measure_free,
+            )
+            files = []
+            for t in targets:
+                path = self.fetcher.fetch(t, cancel=self._stop)
+                slots.install_file(pending.slot, t.custom.file, path)
+                files.append(
+                    SlotFile(t.custom.file, t.custom.role, t.sha256, t.length, t.custom.variant)
+                )
+            probe = next((t for t in targets if t.custom.role == "probe"), None)
+            tolerance = (probe.custom.tolerance if probe else None) or {}
+            info = SlotInfo(name, pending.version, pending.release_id, tuple(files), tolerance)
+            slots.write_info(pending.slot, info)  # last: only now is the slot complete
+        except DownloadCancelledError:
+            return  # stopping: the journal still says DOWNLOADING, resumed on the next start
+        except InsufficientSpaceError as e:
+            detail = {}
+            if isinstance(e, NotEnoughSpaceError):
+                detail = {"needed_bytes": e.needed_bytes, "free_bytes": e.free_bytes}
+            self._download_failed(name, str(e), keep=False, detail=detail)
+            return
+        except TransportError as e:
+            self._download_failed(name, str(e), keep=True)
+            return
+        except UntrustedError as e:
+            self._download_failed(name, str(e), keep=False)
+            return
+        self._transition(name, Event.DOWNLOAD_OK)
+        self._crash_point("staged")
+        self._switch(name)
+
+    def _download_failed(
+        self, name: str, reason: str, *, keep: bool, detail: dict[str, Any] | None = None
+    ) -> None:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        self._slots(name).empty(rec.pending.slot)  # reclaim the space before saying so
+        if keep:  # a network failure: the partial files resume on the next try
+            self._resumable[name] = set(rec.pending.sha256s)
+            self._pass_ok = False  # back off before the next try
+        else:
+            self._resumable.pop(name, None)
+            self._purge(rec.pending.sha256s)
+
+        def note(r: ComponentRecord) -> None:
+            r.last_error = reason[:_REASON_CHARS]
+
+        self._transition(name, Event.DOWNLOAD_FAILED, reason=reason, detail=detail, before=note)
+
+    def _switch(self, name: str) -> None:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        self._slots(name).switch_to(rec.pending.slot)
+
+        def first_attempt(r: ComponentRecord) -> None:
+            r.trial_attempts = 1
+
+        self._transition(name, Event.SWITCHED, before=first_attempt)
+        self._crash_point("switched")
+        self._trial(name)
+
+    def _trial(self, name: str) -> None:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        slot_dir = self._slots(name).slot_dir(rec.pending.slot)
+        figures: dict[str, float] = {}
+        note = None
+        if _runs_model(slot_dir):
+            driver = self._driver(name)
+            driver.restart(slot_dir)
+            self._crash_loop_told.discard(name)
+            if not driver.wait_ready(self.config.ready_timeout_s):
+                if driver.crashed():
+                    why = (
+                        f"the runtime crash-loops on the new slot ({driver.restart_count} restarts)"
+                    )
+                else:
+                    why = f"the runtime did not answer within {self.config.ready_timeout_s:g} s"
+                said = driver.last_output()
+                self._fail_trial(name, f"{why}: {said}" if said else why, figures)
+                return
+            self._crash_point("health")
+            try:
+                report = self.health(driver.base_url, slot_dir, self.config.health_timeout_s)
+            except Exception as e:  # a broken check must roll back, never commit
+                self._fail_trial(name, f"the health check itself failed: {e!r}", figures)
+                return
+            figures = dict(report.figures)
+            if not report.ok or driver.crashed():
+                why = report.reason or "the runtime crash-loops during the health check"
+                self._fail_trial(name, why, figures)
+                return
+            note = report.reason
+        else:
+            self._crash_point("health")
+        sha256s = rec.pending.sha256s
+        self._reported[name] = (rec.pending.release_id, _ALREADY)  # committed was news enough
+        self._transition(name, Event.HEALTH_OK, reason=note, detail=_figures(figures))
+        self._crash_point("commit")
+        self._resumable.pop(name, None)
+        self._purge(sha256s)
+
+    def _fail_trial(self, name: str, reason: str, figures: dict[str, float]) -> None:
+        def mark(r: ComponentRecord) -> None:
+            assert r.pending is not None
+            r.mark_failed(r.pending.release_id)
+            r.last_error = reason[:_REASON_CHARS]
+
+        self._transition(
+            name, Event.HEALTH_FAILED, reason=reason, detail=_figures(figures), before=mark
+        )
+        self._rollback(name)
+
+    def _rollback(self, name: str) -> None:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        slots, driver = self._slots(name), self._driver(name)
+        detail: dict[str, Any] = {}
+        if rec.committed_slot is not None:
+            slots.switch_to(rec.committed_slot)
+            good = slots.slot_dir(rec.committed_slot)
+            if _runs_model(good):
+                driver.restart(good)
+                # Both slots failing is defined: stay on the committed slot (the last one that
+                # passed), keep supervising it, and say so.
+                detail["runtime_ready"] = driver.wait_ready(self.config.ready_timeout_s)
+            else:
+                driver.stop()
+        else:
+            driver.stop()  # a failed first install: nothing is installed, nothing serves
+            slots.clear_current()
+        slots.empty(rec.pending.slot)
+        sha256s = rec.pending.sha256s
+        self._transition(name, Event.ROLLBACK_DONE, reason=rec.last_error, detail=detail)
+        self._purge(sha256s)
+
+    # -- recovery ----------------------------------------------------------------------
+    def _recover(self) -> None:
+        for name, rec in list(self.journal.components.items()):
+            slots = self._slots(name)
+            if rec.state is State.IDLE:
+                self._restore_committed(name, start=True)
+            elif rec.state is State.DOWNLOADING:
+                self._transition(name, Event.RESUME)  # the download resumes in the next pass
+                self._restore_committed(name, start=True)
+            elif rec.state is State.STAGED:
+                assert rec.pending is not None
+                if self._slot_holds(slots, rec.pending):
+                    self._switch(name)
+                else:
+                    self._restore_committed(name, start=False)
+                    slots.empty(rec.pending.slot)
+                    self._purge(rec.pending.sha256s)
+                    reason = "the staged slot no longer verifies; it was discarded"
+                    self._transition(name, Event.STAGE_INVALID, reason=reason)
+                    self._restore_committed(name, start=True)
+            elif rec.state is State.TRIAL:
+                self._recover_trial(name, rec)
+            else:
+                self._transition(name, Event.RESUME)
+                self._rollback(name)
+
+    def _recover_trial(self, name: str, rec: ComponentRecord) -> None:
+        assert rec.pending is not None
+        if rec.trial_attempts >= self.config.max_trial_attempts:
+            reason = (
+                f"the health check was interrupted {rec.trial_attempts} times "
+                f"(budget {self.config.max_trial_attempts}); rolling back"
+            )
+
+            def mark(r: ComponentRecord) -> None:
+                assert r.pending is not None
+                r.mark_failed(r.pending.release_id)
+                r.last_error = reason
+
+            self._transition(name, Event.ATTEMPTS_EXHAUSTED, reason=reason, before=mark)
+            self._rollback(name)
+            return
+
+        def count(r: ComponentRecord) -> None:
+            r.trial_attempts += 1
+
+        self._transition(name, Event.TRIAL_INTERRUPTED, before=count)
+        self._slots(name).switch_to(rec.pending.slot)
+        self._trial(name)
+
+    def _slot_holds(self, slots: ComponentSlots, pending: PendingRelease) -> bool:
+        try:
+            info = slots.verify(pending.slot)
+        except UntrustedError:
+            return False
+        return info.release_id == pending.release_id
+
+    def _restore_committed(self, name: str, *, start: bool) -> None:
+        """Point current at the committed slot (or nothing) and run it if asked."""
+        rec, slots = self.journal.component(name), self._slots(name)
+        if rec.committed_slot is None:
+            slots.clear_current()
+            return
+        if slots.active() != rec.committed_slot:
+            slots.switch_to(rec.committed_slot)
+        good = slots.slot_dir(rec.committed_slot)
+        if start and _runs_model(good):
+            driver = self._driver(name)
+            if driver.slot_dir != good:
+                driver.restart(good)
+
+    # -- journal, events, reports ------------------------------------------------------
+    def _transition(
+        self,
+        name: str,
+        event: Event,
+        *,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+        before: Callable[[ComponentRecord], None] | None = None,
+    ) -> None:
+        """Apply ``event`` to the record and save it, with its event, in one journal write."""
+        rec = self.journal.component(name)
+        tr = step(rec.state, event)  # raises on an illegal event, before anything changes
+        if before is not None:
+            before(rec)
+        release = rec.pending or rec.committed
+        rec.state = tr.target
+        if tr.effect is SlotEffect.COMMIT:
+            assert rec.pending is not None
+            rec.committed_slot = rec.pending.slot
+            rec.committed = ReleaseRef(rec.pending.version, rec.pending.release_id)
+            rec.last_error = None
+        if tr.target is State.IDLE:
+            rec.pending, rec.trial_attempts = None, 0
+        self.journal.record_event(
+            time=self._timestamp(),
+            component=name,
+            event=reported_name(event),
+            state=tr.target.value,
+            release_id=release.release_id if release else None,
+            version=release.version if release else None,
+            reason=None if reason is None else reason[:_REASON_CHARS],
+            detail=detail,
+        )
+        self.journal.save()
+        log.info("%s: %s -> %s %s", name, event.value, tr.target.value, reason or "")
+
+    def _tell_refusal(
+        self,
+        name: str,
+        desired: DesiredComponent,
+        reason: str,
+        *,
+        event: str = "update_refused",
+        record: bool = True,
+    ) -> None:
+        """Report why a desired release is not installed, once per release and reason."""
+        key = (desired.release_id, reason)
+        if self._reported.get(name) == key:
+            return
+        self._reported[name] = key
+        rec = self.journal.components.get(name) if record else None
+        self.journal.record_event(
+            time=self._timestamp(),
+            component=name,
+            event=event,
+            state=(rec.state if rec else State.IDLE).value,
+            release_id=desired.release_id[:64],
+            version=desired.version[:64],
+            reason=reason[:_REASON_CHARS],
+        )
+        self.journal.save()
+        log.info("%s: %s %s: %s", name, event, desired.release_id, reason)
+
+    def _flush_outbox(self) -> None:
+        self.journal.flush_outbox(self.api.post_events, self._timestamp())
+
+    def _send_inventory(self) -> None:
+        body = build_inventory(
+            hardware_class=self.config.hardware_class,
+            model_ram_budget_mb=self.config.model_ram_budget_mb,
+            agent_version=self.config.agent_version,
+            disk_free_bytes=self._measure_free(self.config.data_dir),
+            components=self.journal.components,
+        )
+        digest = inventory_digest(body)
+        if digest != self.journal.inventory_digest:
+            self.api.put_inventory(body)
+            self.journal.inventory_digest = digest
+            self.journal.save()
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _supervise(self) -> None:
+        for name, driver in self._drivers.items():
+            driver.supervise()
+            if driver.crashed() and name not in self._crash_loop_told:
+                self._crash_loop_told.add(name)
+                rec = self.journal.component(name)
+                self.journal.record_event(
+                    time=self._timestamp(),
+                    component=name,
+                    event="runtime_crash_loop",
+                    state=rec.state.value,
+                    release_id=rec.committed.release_id if rec.committed else None,
+                    version=rec.committed.version if rec.committed else None,
+                    reason="the runtime of the committed slot keeps exiting",
+                )
+                self.journal.save()
+
+    def _sweep_downloads(self) -> None:
+        if all(r.state is State.IDLE for r in self.journal.components.values()):
+            keep = set().union(*self._resumable.values()) if self._resumable else set()
+            self.fetcher.purge(keep)
+
+    def _purge(self, sha256s: Collection[str]) -> None:
+        keep = set().union(*self._resumable.values()) if self._resumable else set()
+        self.fetcher.remove(set(sha256s) - keep)
+
+    def _slots(self, name: str) -> ComponentSlots:
+        return ComponentSlots(self.config.data_dir, name)
+
+    def _driver(self, name: str) -> RuntimeDriver:
+        if name not in self._drivers:
+            self._drivers[name] = self._make_driver(name)
+        return self._drivers[name]
+
+    def _crash_point(self, point: str) -> None:
+        if self.config.crash_at == point:
+            self._crash(point)
+
+    def _timestamp(self) -> str:
+        return self._now().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _figures(figures: Mapping[str, float]) -> dict[str, Any]:
+    """Event detail with the health figures; NaN and infinities become null (strict JSON)."""
+    return {"figures": {k: v if math.isfinite(v) else None for k, v in figures.items()}}
+
+
+def _runs_model(slot_dir: Path) -> bool:
+    """Whether a slot holds a model for the runtime (other components need no runtime)."""
+    try:
+        return SlotInfo.read(slot_dir).file_with_role("model") is not None
+    except (FileNotFoundError, EdgeotaError):
+        return False
+
+
+def build_agent(config: AgentConfig) -> Agent:
+    """The agent with its real parts: HTTPS API, TUF trust, downloader, runtime processes."""
+    import httpx
+
+    from edgeota.agent.api_client import ApiClient, make_http_client
+    from edgeota.agent.download import Downloader
+    from edgeota.agent.driver import ProcessDriver
+    from edgeota.agent.health import check_runtime_health
+    from edgeota.trust.client import TrustClient
+
+    http = make_http_client(config.server_url, config.ca_file, config.http_timeout_s)
+    local = httpx.Client()  # the runtime listens on loopback only
+    try:
+        root = None if config.root_file is None else config.root_file.read_bytes()
+        trust = TrustClient(
+            config.data_dir / "tuf", config.metadata_base_url, config.targets_base_url, http, root
+        )
+    except (OSError, ValueError) as e:
+        raise AgentSetupError(f"cannot set up TUF verification: {e}") from e
+    ports: dict[str, int] = {}
+
+    def driver_for(name: str) -> RuntimeDriver:
+        # One runtime per model component, on consecutive ports from runtime_port.
+        port = ports.setdefault(name, config.runtime_port + len(ports))
+        return ProcessDriver(
+            port,
+            host=config.runtime_host,
+            client=local,
+            restart_budget=config.restart_budget,
+            restart_window_s=config.restart_window_s,
+            log_path=config.data_dir / "logs" / f"runtime-{name}.log",
+            pid_file=config.data_dir / "run" / f"runtime-{name}.pid",
+        )
+
+    def health(base_url: str, slot_dir: Path, timeout_s: float) -> HealthResult:
+        return check_runtime_health(base_url, slot_dir, local, timeout_s)
+
+    return Agent(
+        config,
+        api=ApiClient(config.server_url, http),
+        trust=trust,
+        drivers=driver_for,
+        health=health,
+        fetcher=Downloader(http, config.downloads_dir, config.download_limits),
+    )
