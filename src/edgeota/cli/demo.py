@@ -26,7 +26,9 @@ def demo(
     """Watch 3 devices get a signed model update, then roll back a broken one on their own."""
     from edgeota.demo import run_demo
 
-    screen: Console = console if as_json else out
+    base = console if as_json else out
+    # Logs and pipes get 80 columns by default: too narrow for the device table.
+    screen = Console(stderr=as_json, width=max(base.width, 110), highlight=False)
 
     def report(step: str, fleet: list[dict[str, Any]]) -> None:
         screen.print(f"[bold cyan]>[/] {step}")
