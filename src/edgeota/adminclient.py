@@ -110,3 +110,23 @@ class AdminClient:
     def revoke(self, device_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/api/v1/devices/{device_id}/revoke")
         return result
+
+    def create_rollout(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/api/v1/rollouts", json=body)
+        return result
+
+    def rollouts(
+        self, status: str | None = None, component: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("status", status), ("component", component)) if v}
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/rollouts", params=params)
+        return result
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/v1/rollouts/{rollout_id}")
+        return result
+
+    def rollout_command(self, rollout_id: int, command: str) -> dict[str, Any]:
+        """pause, resume, abort or rollback."""
+        result: dict[str, Any] = self._call("POST", f"/api/v1/rollouts/{rollout_id}/{command}")
+        return result

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from edgeota import __version__
-from edgeota.cli import agent, demo, fleet, server
+from edgeota.cli import agent, demo, fleet, rollout, server
 
 app = typer.Typer(
     name="edgeota",
@@ -21,6 +21,7 @@ app.command("server")(server.serve)
 app.add_typer(server.keys_app, name="keys")
 app.add_typer(fleet.release_app, name="release")
 app.command("deploy")(fleet.deploy)
+app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(fleet.devices_app, name="devices")
 app.add_typer(fleet.enroll_app, name="enroll-token")
 app.command("agent")(agent.run_agent)

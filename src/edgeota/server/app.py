@@ -13,15 +13,17 @@ from fastapi.responses import JSONResponse
 
 from edgeota import __version__
 from edgeota.errors import InsufficientSpaceError, VerificationError
+from edgeota.server import rollout_loop
 from edgeota.server.artifacts import ArtifactStore, ArtifactTooLargeError
 from edgeota.server.context import AppContext
 from edgeota.server.db import make_engine, make_sessionmaker, session_scope
-from edgeota.server.routers import devices, releases, tokens, tuf
+from edgeota.server.routers import devices, groups, releases, rollouts, tokens, tuf
 from edgeota.server.schemas import ServerInfo
 from edgeota.server.services import devices as device_service
 from edgeota.server.services.errors import ServiceError, UnauthorizedError
 from edgeota.server.settings import ServerSettings
 from edgeota.server.signer import RepositorySigner, open_signer
+from edgeota.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ def create_app(settings: ServerSettings, signer: RepositorySigner | None = None)
                 _every(settings.last_seen_flush_interval_s, lambda: _flush_last_seen(ctx))
             ),
             asyncio.create_task(_every(settings.tuf_refresh_interval_s, lambda: _refresh(ctx))),
+            asyncio.create_task(
+                _every(
+                    settings.rollout_interval_s,
+                    lambda: rollout_loop.run_due(ctx.sessions, utcnow),
+                )
+            ),
         ]
         await asyncio.to_thread(_refresh, ctx)
         try:
@@ -65,7 +73,14 @@ def create_app(settings: ServerSettings, signer: RepositorySigner | None = None)
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    for router in (devices.router, releases.router, tokens.router, tuf.router):
+    for router in (
+        devices.router,
+        groups.router,
+        releases.router,
+        rollouts.router,
+        tokens.router,
+        tuf.router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -69,6 +69,30 @@ class DeviceGroup(Base):
     group_name: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
+class DeviceTag(Base):
+    """One ``key=value`` tag of a device (one value per key); dynamic groups filter on them."""
+
+    __tablename__ = "device_tags"
+    __table_args__ = (Index("ix_device_tags_key_value", "key", "value"),)
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
+class DynamicGroup(Base):
+    """A group defined by a filter over devices (see ``services.groups``), resolved on use."""
+
+    __tablename__ = "dynamic_groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filter: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
 class Release(Base):
     __tablename__ = "releases"
     __table_args__ = (UniqueConstraint("component", "version"),)
@@ -119,6 +143,11 @@ class DesiredComponent(Base):
     component: Mapped[str] = mapped_column(String(64), primary_key=True)
     release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
     deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"))
+    # Set when a rollout made this the desired release, so a later group change does not
+    # overwrite it with an older deployment.
+    rollout_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rollouts.id", name="fk_desired_components_rollout_id_rollouts")
+    )
     updated_at: Mapped[datetime]
 
 
@@ -158,3 +187,49 @@ class DeviceEvent(Base):
     version: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Rollout(Base):
+    """A staged rollout: its plan and state as JSON (``edgeota.rollout`` values).
+
+    ``state_version`` mirrors ``state["version"]`` as a column, so that every change is one
+    compare-and-set UPDATE; ``status`` mirrors ``state["status"]`` for indexed look-ups.
+    A rollout targets either a group (resolved on every pass) or a fixed list of devices.
+    """
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"))
+    component: Mapped[str] = mapped_column(String(64), index=True)
+    target_group: Mapped[str | None] = mapped_column(String(64))
+    target_device_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    plan: Mapped[dict[str, Any]]
+    state: Mapped[dict[str, Any]]
+    state_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    switch_policy: Mapped[str] = mapped_column(String(8))
+    start_at: Mapped[datetime]
+    rollback_of: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id"))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RolloutDevice(Base):
+    """A device a rollout has told to update, and where it stands (its ``DeviceOutcome``)."""
+
+    __tablename__ = "rollout_devices"
+
+    rollout_id: Mapped[int] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    phase: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    told_at: Mapped[datetime]
+    changed_at: Mapped[datetime]
+    # The newest event seq applied: resent or reordered events never move a device back.
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)

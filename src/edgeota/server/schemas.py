@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeota.errors import PolicyError
 from edgeota.fsutil import safe_relative_path
+from edgeota.server.versionspec import check_spec
 from edgeota.targets import check_component_name, parse_version
 
 Name = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
@@ -90,6 +92,7 @@ class DevicePublic(BaseModel):
     name: str
     hardware_class: str
     groups: list[str]
+    tags: list[str] = Field(default_factory=list)
     created_at: datetime
     revoked: bool
     last_seen_at: datetime | None
@@ -106,6 +109,18 @@ class DeviceGroupsUpdate(Strict):
     def _groups(cls, v: list[str]) -> list[str]:
         for g in v:
             check_name(g, "group")
+        return v
+
+
+class DeviceTagsUpdate(Strict):
+    tags: list[str] = Field(max_length=32, description="key=value strings, one value per key")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        keys = [parse_tag(t)[0] for t in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError("each tag key may appear only once")
         return v
 
 
@@ -249,6 +264,137 @@ class DeploymentPublic(BaseModel):
     devices: int
 
 
+# --- groups and rollouts ----------------------------------------------------------------
+
+
+class GroupFilter(Strict):
+    """Which devices a dynamic group holds: every given criterion must match."""
+
+    tags: list[str] = Field(default_factory=list, max_length=32, description="key=value, all")
+    hardware_class: list[str] = Field(default_factory=list, max_length=32, description="any of")
+    region: str | None = Field(default=None, description="the device's tag region=<value>")
+    installed: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="component -> installed version spec: '*', '1.2.0' or '>=1.0.0,<2.0.0'",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        for t in v:
+            parse_tag(t)
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str | None) -> str | None:
+        return None if v is None else parse_tag(f"region={v}")[1]
+
+    @field_validator("installed")
+    @classmethod
+    def _installed(cls, v: dict[str, str]) -> dict[str, str]:
+        return {check_name(c, "component"): check_spec(spec) for c, spec in v.items()}
+
+
+class GroupCreate(Strict):
+    """A dynamic group (``filter``) or a static one (``devices``, added to their groups)."""
+
+    name: str
+    filter: GroupFilter | None = None
+    devices: list[str] | None = Field(default=None, max_length=10000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "group")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GroupCreate:
+        if (self.filter is None) == (self.devices is None):
+            raise ValueError("give either 'filter' (a dynamic group) or 'devices' (a static one)")
+        return self
+
+
+class GroupPublic(BaseModel):
+    name: str
+    kind: Literal["static", "dynamic"]
+    filter: GroupFilter | None
+    devices: int
+    created_at: datetime | None
+
+
+class RolloutCreate(Strict):
+    release: str = Field(
+        min_length=1, max_length=128, description="a release ID, or component@version"
+    )
+    group: str = Field(description="the target group, static or dynamic")
+    field_test_devices: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    field_test_group: str | None = None
+    percentages: list[float] = Field(default=[1, 10, 50, 100], min_length=1, max_length=20)
+    success_share: float = Field(default=0.95, gt=0, le=1)
+    max_failed: int | None = Field(default=None, ge=0)
+    max_failed_share: float | None = Field(default=0.05, ge=0, lt=1)
+    soak_s: float = Field(default=0.0, ge=0, le=90 * 86400)
+    start_at: datetime | None = Field(default=None, description="default: at once")
+    seed: str | None = Field(default=None, min_length=1, max_length=128)
+    switch_policy: Literal["window", "now"] = Field(
+        default="window", description="switch in the device's maintenance window, or at once"
+    )
+
+    @field_validator("group", "field_test_group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v, "group")
+
+    @model_validator(mode="after")
+    def _one_field_test(self) -> RolloutCreate:
+        if self.field_test_devices is not None and self.field_test_group is not None:
+            raise ValueError("give field_test_devices or field_test_group, not both")
+        return self
+
+
+class RolloutPhasePublic(BaseModel):
+    index: int
+    name: str
+    percent: float | None
+    success_share: float
+    max_failed: int | None
+    max_failed_share: float | None
+    soak_s: float
+    started_at: datetime | None
+    devices: int = Field(description="target devices that fall in this phase now")
+    told: int
+    pending: int
+    updating: int
+    updated: int
+    failed: int
+    rolled_back: int
+
+
+class RolloutPublic(BaseModel):
+    id: int
+    release_id: str
+    component: str
+    version: str
+    group: str | None
+    status: str
+    halt_reason: str | None
+    state_version: int
+    current_phase: str | None
+    target_devices: int
+    field_test_devices: list[str]
+    phases: list[RolloutPhasePublic]
+    seed: str
+    start_at: datetime
+    switch_policy: str
+    rollback_of: int | None
+    rolled_back_by: int | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class ArtifactPublic(BaseModel):
     sha256: str
     length: int
@@ -266,3 +412,18 @@ def check_name(value: str, what: str) -> str:
         return check_component_name(value)
     except PolicyError as e:
         raise ValueError(str(e).replace("component name", f"{what} name")) from e
+
+
+_TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_TAG_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+def parse_tag(tag: str) -> tuple[str, str]:
+    """Split ``key=value``; raise ValueError naming the rule a tag breaks."""
+    key, sep, value = tag.partition("=")
+    if not sep or not _TAG_KEY.match(key) or not _TAG_VALUE.match(value):
+        raise ValueError(
+            f"invalid tag {tag!r}: write key=value, the key in lowercase letters, digits, "
+            "'.', '_' or '-' (up to 64), the value in letters, digits and '._:/@+-' (up to 128)"
+        )
+    return key, value

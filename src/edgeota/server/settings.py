@@ -33,6 +33,7 @@ class ServerSettings(BaseSettings):
     poll_interval_s: int = Field(default=30, ge=1, le=86400)
     last_seen_flush_interval_s: float = Field(default=5.0, gt=0)
     tuf_refresh_interval_s: float = Field(default=300.0, gt=0)
+    rollout_interval_s: float = Field(default=5.0, gt=0)
     timestamp_expiry_s: int = Field(default=86400, ge=60)
     timestamp_refresh_margin_s: int | None = Field(
         default=None, ge=0, description="re-sign this long before expiry; default: half of it"

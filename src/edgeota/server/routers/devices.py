@@ -18,7 +18,7 @@ from edgeota.server.schemas import (
     EventPublic,
     Inventory,
 )
-from edgeota.server.services import devices
+from edgeota.server.services import devices, groups
 from edgeota.server.services.errors import InvalidError
 from edgeota.timeutil import as_utc, utcnow
 
@@ -135,5 +135,6 @@ def set_groups(
     device_id: str, body: DeviceGroupsUpdate, _: AdminDep, session: SessionDep
 ) -> DevicePublic:
     device = devices.get(session, device_id)
+    groups.check_static_names(session, body.groups)
     devices.set_groups(session, device_id, body.groups)
     return devices.to_public(session, device)

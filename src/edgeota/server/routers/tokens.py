@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from edgeota.server.deps import AdminDep, SessionDep
 from edgeota.server.schemas import AdminTokenCreate, EnrollmentTokenCreate, TokenPublic
-from edgeota.server.services import tokens
+from edgeota.server.services import groups, tokens
 from edgeota.timeutil import as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
@@ -21,5 +21,6 @@ def create_admin_token(body: AdminTokenCreate, _: AdminDep, session: SessionDep)
 def create_enrollment_token(
     body: EnrollmentTokenCreate, _: AdminDep, session: SessionDep
 ) -> TokenPublic:
+    groups.check_static_names(session, body.groups)
     token, row = tokens.create_enrollment_token(session, body.groups, body.expires_in_s)
     return TokenPublic(token=token, expires_at=as_utc(row.expires_at))

@@ -2,15 +2,25 @@
 
 The desired state is materialized per device at deploy time, so the check-in reads one row
 per component instead of resolving groups on every poll. A device that joins a group later
-gets the group's newest deployment per component at that moment.
+gets the group's newest deployment per component at that moment, unless a newer rollout
+already chose its release for that component.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from edgeota.server.models import Deployment, DesiredComponent, Device, DeviceGroup, Release
+from edgeota.server.models import (
+    Deployment,
+    DesiredComponent,
+    Device,
+    DeviceGroup,
+    Release,
+    Rollout,
+)
 from edgeota.server.schemas import DeploymentPublic
 from edgeota.timeutil import as_utc, utcnow
 
@@ -32,8 +42,7 @@ def create(session: Session, release: Release, group: str, created_by: str) -> D
             .where(DeviceGroup.group_name == group, Device.revoked_at.is_(None))
         )
     )
-    for device_id in device_ids:
-        _set_desired(session, device_id, release, deployment.id)
+    set_desired(session, device_ids, release, deployment_id=deployment.id)
     return to_public(deployment, release, len(device_ids))
 
 
@@ -52,32 +61,74 @@ def materialize_for_device(session: Session, device_id: str) -> None:
         .join(Release, Release.id == Deployment.release_id)
     ).all()
     for deployment, release in rows:
-        _set_desired(session, device_id, release, deployment.id)
+        current = session.get(DesiredComponent, (device_id, release.component))
+        if current is not None and current.rollout_id is not None:
+            rollout = session.get(Rollout, current.rollout_id)
+            if rollout is not None and as_utc(rollout.created_at) > as_utc(deployment.created_at):
+                continue  # the later decision wins
+        set_desired(session, [device_id], release, deployment_id=deployment.id)
 
 
-def _set_desired(session: Session, device_id: str, release: Release, deployment_id: int) -> None:
-    row = session.get(DesiredComponent, (device_id, release.component))
-    if row is not None and row.release_id == release.id:
-        return
-    if row is None:
-        session.add(
-            DesiredComponent(
-                device_id=device_id,
-                component=release.component,
-                release_id=release.id,
-                deployment_id=deployment_id,
-                updated_at=utcnow(),
+_CHUNK = 500  # ids per IN (...) list: well below every database's limit on bound parameters
+
+
+def set_desired(
+    session: Session,
+    device_ids: Sequence[str],
+    release: Release,
+    *,
+    deployment_id: int | None = None,
+    rollout_id: int | None = None,
+) -> list[str]:
+    """Make ``release`` the desired one for its component on these devices.
+
+    Each device whose desired state changes gets its ``desired_revision`` bumped (its
+    check-in ETag), in one UPDATE per chunk of devices. Returns those devices, sorted.
+    """
+    changed: list[str] = []
+    ids = sorted(set(device_ids))
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = {
+            row.device_id: row
+            for row in session.scalars(
+                select(DesiredComponent).where(
+                    DesiredComponent.component == release.component,
+                    DesiredComponent.device_id.in_(chunk),
+                )
             )
-        )
-    else:
-        row.release_id = release.id
-        row.deployment_id = deployment_id
-        row.updated_at = utcnow()
-    session.execute(
-        update(Device)
-        .where(Device.id == device_id)
-        .values(desired_revision=Device.desired_revision + 1)
-    )
+        }
+        moved = []
+        now = utcnow()
+        for device_id in chunk:
+            row = rows.get(device_id)
+            if row is not None and row.release_id == release.id:
+                continue
+            if row is None:
+                session.add(
+                    DesiredComponent(
+                        device_id=device_id,
+                        component=release.component,
+                        release_id=release.id,
+                        deployment_id=deployment_id,
+                        rollout_id=rollout_id,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.release_id = release.id
+                row.deployment_id = deployment_id
+                row.rollout_id = rollout_id
+                row.updated_at = now
+            moved.append(device_id)
+        if moved:
+            session.execute(
+                update(Device)
+                .where(Device.id.in_(moved))
+                .values(desired_revision=Device.desired_revision + 1)
+            )
+        changed.extend(moved)
+    return changed
 
 
 def list_all(session: Session) -> list[DeploymentPublic]:

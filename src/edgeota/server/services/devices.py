@@ -15,6 +15,7 @@ from edgeota.server.models import (
     DeviceComponent,
     DeviceEvent,
     DeviceGroup,
+    DeviceTag,
     EnrollmentToken,
     Release,
     ReleaseFile,
@@ -27,7 +28,7 @@ from edgeota.server.schemas import (
     EventIn,
     Inventory,
 )
-from edgeota.server.services import deployments
+from edgeota.server.services import deployments, rollout_outcomes
 from edgeota.server.services.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from edgeota.server.sqlutil import insert_ignoring_conflicts
 from edgeota.timeutil import as_utc, utcnow
@@ -113,6 +114,15 @@ def groups_of(session: Session, device_id: str) -> list[str]:
             .order_by(DeviceGroup.group_name)
         )
     )
+
+
+def tags_of(session: Session, device_id: str) -> list[str]:
+    rows = session.execute(
+        select(DeviceTag.key, DeviceTag.value)
+        .where(DeviceTag.device_id == device_id)
+        .order_by(DeviceTag.key)
+    )
+    return [f"{k}={v}" for k, v in rows]
 
 
 def set_groups(session: Session, device_id: str, groups: Iterable[str]) -> None:
@@ -207,6 +217,7 @@ def record_events(session: Session, device: Device, events: Sequence[EventIn]) -
             event=e.event,
             reason=e.reason,
         )
+    rollout_outcomes.record(session, device.id, events, now)
     return max(e.seq for e in events)
 
 
@@ -269,6 +280,7 @@ def to_public(session: Session, device: Device) -> DevicePublic:
         name=device.name,
         hardware_class=device.hardware_class,
         groups=groups_of(session, device.id),
+        tags=tags_of(session, device.id),
         created_at=as_utc(device.created_at),
         revoked=device.revoked_at is not None,
         last_seen_at=None if device.last_seen_at is None else as_utc(device.last_seen_at),
