@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from edgeota import __version__
-from edgeota.cli import agent, demo, fleet, rollout, server
+from edgeota.cli import agent, delta, demo, fleet, rollout, server
 
 app = typer.Typer(
     name="edgeota",
@@ -26,6 +26,7 @@ app.add_typer(fleet.devices_app, name="devices")
 app.add_typer(fleet.enroll_app, name="enroll-token")
 app.command("agent")(agent.run_agent)
 app.command("demo")(demo.demo)
+app.add_typer(delta.app, name="delta", help="Create, apply and inspect delta patches.")
 
 
 @app.command("runtime")
