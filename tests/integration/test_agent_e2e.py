@@ -264,3 +264,50 @@ def test_second_agent_on_same_data_dir_is_refused(
     assert second.returncode != 0
     assert "another agent" in second.stderr.lower() or "lock" in second.stderr.lower()
     assert first.poll() is None
+
+
+def _forge_server_timestamp(server: ServerHandle, *, expired: bool, wrong_key: bool) -> None:
+    """Rewrite the timestamp the server serves: expired, or signed by a key root does not
+    trust. The rest of the repository is untouched."""
+    from datetime import timedelta
+
+    from edgeota.timeutil import utcnow
+    from edgeota.trust.keys import generate_key, load_role_signers
+    from edgeota.trust.repository import TufRepository
+    from edgeota.trust.state import serialize, sign
+
+    metadata_dir = server.data_dir / "tuf" / "metadata"
+    online = server.data_dir / "keys" / "online"
+    repo = TufRepository.open(metadata_dir, online)
+    state = repo.load_state()
+    timestamp = state.timestamp
+    timestamp.signed.version += 1
+    if expired:
+        timestamp.signed.expires = (utcnow() - timedelta(hours=1)).replace(microsecond=0)
+    signers = (
+        [generate_key(server.data_dir / "attacker-keys", "timestamp")]
+        if wrong_key
+        else load_role_signers(online, "timestamp", state.root.signed.roles["timestamp"].keyids)
+    )
+    sign(timestamp, signers)
+    (metadata_dir / "timestamp.json").write_bytes(serialize(timestamp))
+
+
+@pytest.mark.parametrize("attack", ["expired", "wrong_key"])
+def test_expired_or_wrongly_signed_metadata_is_refused(
+    fleet: Fleet, examples: Path, on_v1: tuple[Path, dict[str, Any]], attack: str
+) -> None:
+    data_dir, v1 = on_v1
+    v2 = publish(fleet.server, examples, "v2", "2.0.0")
+    _forge_server_timestamp(
+        fleet.server, expired=attack == "expired", wrong_key=attack == "wrong_key"
+    )
+    proc = start(fleet, data_dir)
+    deploy(fleet.server, v2)
+    refusal = wait_event(fleet.server, "dev-1", "update_refused", v2["id"])
+    reason = (refusal["reason"] or "").lower()
+    assert "timestamp" in reason
+    assert ("expired" if attack == "expired" else "unsigned") in reason
+    assert proc.poll() is None
+    assert installed(fleet.server, "dev-1") == "1.0.0"
+    wait_serving(data_dir, v1["id"])
