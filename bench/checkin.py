@@ -1,0 +1,154 @@
+"""Check-in load: how close the conditional check-in gets to what the web stack alone serves.
+
+    python bench/checkin.py [--devices 500] [--seconds 10] [--concurrency 64]
+
+Starts a real server (SQLite, loopback), enrolls DEVICES devices, then measures in one run:
+  1. baseline   GET /healthz                          (the web stack alone: no auth, no DB)
+  2. steady     GET desired-state + If-None-Match      (the hot path: 304, no write)
+  3. reconnect  GET desired-state without an ETag      (every device after an outage: 200)
+and prints requests/s, p50/p95 latency, errors, and each ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from edgeota.adminclient import AdminClient
+from edgeota.procs import ProcessGroup, free_port, wait_healthy
+
+Request = Callable[[httpx.AsyncClient], "asyncio.Future[httpx.Response]"]
+
+
+async def _load(
+    url: str, make: Callable[[int], tuple[str, dict[str, str]]], seconds: float, concurrency: int
+) -> tuple[int, int, list[float]]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def worker(seed: int) -> None:
+            nonlocal errors
+            rng = random.Random(seed)
+            while time.perf_counter() < deadline:
+                path, headers = make(rng.randrange(1 << 30))
+                start = time.perf_counter()
+                try:
+                    r = await client.get(path, headers=headers)
+                    if r.status_code not in (200, 304):
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return len(latencies), errors, latencies
+
+
+def _row(name: str, seconds: float, result: tuple[int, int, list[float]], base: float) -> float:
+    count, errors, lat = result
+    rate = count / seconds
+    lat_ms = sorted(x * 1000 for x in lat) or [0.0]
+    p95 = lat_ms[int(0.95 * (len(lat_ms) - 1))]
+    ratio = rate / base if base else 1.0
+    print(
+        f"{name:<10} {rate:9.0f} req/s  p50 {statistics.median(lat_ms):6.1f} ms  "
+        f"p95 {p95:6.1f} ms  errors {errors:5d}  {ratio:5.2f}x baseline"
+    )
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, ProcessGroup() as procs:
+        work = Path(tmp)
+        port = free_port()
+        secret = secrets.token_urlsafe(32)
+        url = f"http://127.0.0.1:{port}"
+        server = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "edgeota",
+                "server",
+                "--data-dir",
+                str(work / "srv"),
+                "--port",
+                str(port),
+            ],
+            work / "server.log",
+            env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret},
+        )
+        wait_healthy(f"{url}/healthz", 60, proc=server)
+        creds: list[tuple[str, str]] = []
+        with AdminClient(url, f"eoa_{secret}") as admin, httpx.Client(base_url=url) as http:
+            for i in range(args.devices):
+                token = admin.enrollment_token(["bench"])
+                r = http.post(
+                    "/api/v1/enroll",
+                    json={"enrollment_token": token, "name": f"b{i}", "hardware_class": "x"},
+                )
+                r.raise_for_status()
+                body = r.json()
+                creds.append((body["device_id"], body["credential"]))
+            etags = {}
+            for device_id, cred in creds:
+                r = http.get(
+                    f"/api/v1/devices/{device_id}/desired-state",
+                    headers={"Authorization": f"Bearer {cred}"},
+                )
+                etags[device_id] = r.headers["etag"]
+
+        def healthz(_: int) -> tuple[str, dict[str, str]]:
+            return "/healthz", {}
+
+        def steady(n: int) -> tuple[str, dict[str, str]]:
+            device_id, cred = creds[n % len(creds)]
+            return f"/api/v1/devices/{device_id}/desired-state", {
+                "Authorization": f"Bearer {cred}",
+                "If-None-Match": etags[device_id],
+            }
+
+        def reconnect(n: int) -> tuple[str, dict[str, str]]:
+            device_id, cred = creds[n % len(creds)]
+            return f"/api/v1/devices/{device_id}/desired-state", {"Authorization": f"Bearer {cred}"}
+
+        print(
+            f"{args.devices} devices, {args.concurrency} concurrent clients, "
+            f"{args.seconds:.0f} s per phase, one server process (SQLite)"
+        )
+        base = _row(
+            "baseline",
+            args.seconds,
+            asyncio.run(_load(url, healthz, args.seconds, args.concurrency)),
+            0,
+        )
+        for name, make in (("steady", steady), ("reconnect", reconnect)):
+            _row(
+                name,
+                args.seconds,
+                asyncio.run(_load(url, make, args.seconds, args.concurrency)),
+                base,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
