@@ -6,19 +6,30 @@ data (mirrored digits): the head only (frozen backbone), a full fine-tune at a s
 rate, and a LoRA (rank-8 adapters on the hidden layers) merged into the weights. Each update is
 saved as safetensors fp32 and fp16; the full fine-tune also as GGUF F16 and Q8_0 and as ONNX.
 
-For each old -> new pair it prints the new file's size, the patch size as % of it, create and
-apply time and apply peak RSS (apply runs in a child process; RSS from RUSAGE_CHILDREN), for
-edgeota and for: ``zstd --patch-from`` (CLI, level 19, old file as window), plain zstd -19 of the
-new file, and bsdiff4 (if installed).
+For each old -> new pair it prints the patch size as % of the new file and of the new file
+compressed by ``zstd -19``, create time and throughput, apply time and apply peak RSS (apply
+runs in a child process; RSS from RUSAGE_CHILDREN), for edgeota and, in the same run, for
+``xdelta3 -9``, ``zstd -19 --long --patch-from`` and ``bsdiff`` (the Debian CLIs; installed with
+apt-get when missing and running as root), plus each baseline's size relative to edgeota's.
 
-Run: .venv/bin/python bench/delta.py [--hidden 768] [--level 16]
+``--large`` adds a generated ~1 GB safetensors file (fp16 4096x4096 matrices, a dense small
+update of three in four) to show that apply's peak RSS stays at most 64 MiB plus the largest
+tensor and to measure create throughput; edgeota and xdelta3 only (bsdiff needs ~17x the file
+in memory, zstd -19 --patch-from runs at ~2 MB/s). Files go to a temporary directory
+(``--tmpdir``) that is removed afterwards.
+
+Run: .venv/bin/python bench/delta.py [--large] [--hidden 768] [--level 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import itertools
+import json
+import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -201,7 +212,7 @@ def py(code: str) -> list[str]:
 
 
 def same(a: Path, b: Path) -> None:
-    if a.read_bytes() != b.read_bytes():
+    if not filecmp.cmp(a, b, shallow=False):
         raise SystemExit(f"round trip failed: {a} != {b}")
 
 
@@ -216,77 +227,76 @@ def bench_edgeota(old: Path, new: Path, work: Path, level: int) -> Result:
     )
     apply_s, rss = run_child(py(code))
     same(out, new)
+    out.unlink()
     return Result(patch.stat().st_size, create_s, apply_s, rss)
 
 
-def bench_patch_from(old: Path, new: Path, work: Path) -> Result:
-    zstd = shutil.which("zstd")
-    if zstd is None:
-        return bench_patch_from_lib(old, new, work)
+def ensure_tools() -> dict[str, str | None]:
+    """Paths of the baseline CLIs, installing the Debian packages when missing and root."""
+    wanted = {"xdelta3": "xdelta3", "zstd": "zstd", "bsdiff": "bsdiff", "bspatch": "bsdiff"}
+    missing = sorted({pkg for cmd, pkg in wanted.items() if shutil.which(cmd) is None})
+    if missing:
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+            print(f"installing {' '.join(missing)} (apt-get) ...", flush=True)
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", *missing],
+                check=False,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        else:
+            print(
+                f"missing baselines; install them with: sudo apt-get install -y {' '.join(missing)}"
+            )
+    return {cmd: shutil.which(cmd) for cmd in wanted}
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def bench_xdelta3(xdelta3: str, old: Path, new: Path, work: Path) -> Result:
+    patch, out = work / "xd.vcdiff", work / "xd.out"
+    create_s = timed([xdelta3, "-9", "-e", "-f", "-s", str(old), str(new), str(patch)])
+    apply_s, rss = run_child([xdelta3, "-d", "-f", "-s", str(old), str(patch), str(out)])
+    same(out, new)
+    out.unlink()
+    return Result(patch.stat().st_size, create_s, apply_s, rss)
+
+
+def bench_patch_from(zstd: str, old: Path, new: Path, work: Path) -> Result:
     patch, out = work / "pf.zst", work / "pf.out"
-    t = time.perf_counter()
-    subprocess.run(
-        [zstd, "-q", "-f", "-19", f"--patch-from={old}", str(new), "-o", str(patch)],
-        check=True,
-        stderr=subprocess.DEVNULL,  # zstd prints tuning advice for --patch-from
+    # zstd sizes the window to cover OLD for --patch-from; --long=31 on the decoder only lifts
+    # its memory limit so that a 1 GB window is accepted.
+    create_s = timed(
+        [zstd, "-q", "-f", "-19", "--long", f"--patch-from={old}", str(new), "-o", str(patch)]
     )
-    create_s = time.perf_counter() - t
     apply_s, rss = run_child(
-        [zstd, "-q", "-f", "-d", f"--patch-from={old}", str(patch), "-o", str(out)]
+        [zstd, "-q", "-f", "-d", "--long=31", f"--patch-from={old}", str(patch), "-o", str(out)]
     )
     same(out, new)
+    out.unlink()
     return Result(patch.stat().st_size, create_s, apply_s, rss)
 
 
-def bench_patch_from_lib(old: Path, new: Path, work: Path) -> Result:
-    import zstandard
-
-    patch = work / "pf.zst"
-    t = time.perf_counter()
-    d = zstandard.ZstdCompressionDict(old.read_bytes(), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    params = zstandard.ZstdCompressionParameters.from_level(19, window_log=27)
-    patch.write_bytes(
-        zstandard.ZstdCompressor(compression_params=params, dict_data=d).compress(new.read_bytes())
-    )
-    create_s = time.perf_counter() - t
-    code = (
-        "import zstandard, pathlib; P = pathlib.Path; "
-        f"d = zstandard.ZstdCompressionDict(P({str(old)!r}).read_bytes(), "
-        "dict_type=zstandard.DICT_TYPE_RAWCONTENT); "
-        "zstandard.ZstdDecompressor(dict_data=d, max_window_size=1 << 27)"
-        f".decompress(P({str(patch)!r}).read_bytes())"
-    )
-    apply_s, rss = run_child(py(code))
-    return Result(patch.stat().st_size, create_s, apply_s, rss)
-
-
-def bench_zstd(new: Path, work: Path) -> Result:
-    import zstandard
-
-    patch = work / "plain.zst"
-    t = time.perf_counter()
-    patch.write_bytes(zstandard.ZstdCompressor(level=19).compress(new.read_bytes()))
-    create_s = time.perf_counter() - t
-    code = (
-        "import zstandard, pathlib; "
-        f"zstandard.ZstdDecompressor().decompress(pathlib.Path({str(patch)!r}).read_bytes())"
-    )
-    apply_s, rss = run_child(py(code))
-    return Result(patch.stat().st_size, create_s, apply_s, rss)
-
-
-def bench_bsdiff(old: Path, new: Path, work: Path) -> Result:
-    try:
-        import bsdiff4  # type: ignore[import-untyped]
-    except ImportError:
-        return Result()
+def bench_bsdiff(bsdiff: str, bspatch: str, old: Path, new: Path, work: Path) -> Result:
     patch, out = work / "bsdiff.patch", work / "bsdiff.out"
-    t = time.perf_counter()
-    bsdiff4.file_diff(str(old), str(new), str(patch))
-    create_s = time.perf_counter() - t
-    code = f"import bsdiff4; bsdiff4.file_patch({str(old)!r}, {str(out)!r}, {str(patch)!r})"
-    apply_s, rss = run_child(py(code))
+    create_s = timed([bsdiff, str(old), str(new), str(patch)])
+    apply_s, rss = run_child([bspatch, str(old), str(out), str(patch)])
     same(out, new)
+    out.unlink()
+    return Result(patch.stat().st_size, create_s, apply_s, rss)
+
+
+def bench_zstd(zstd: str, new: Path, work: Path) -> Result:
+    """Plain zstd -19 of NEW: what a full download costs, the yardstick for every patch."""
+    patch, out = work / "plain.zst", work / "plain.out"
+    create_s = timed([zstd, "-q", "-f", "-19", str(new), "-o", str(patch)])
+    apply_s, rss = run_child([zstd, "-q", "-f", "-d", str(patch), "-o", str(out)])
+    out.unlink()
     return Result(patch.stat().st_size, create_s, apply_s, rss)
 
 
@@ -357,67 +367,165 @@ def make_pairs(work: Path, hidden: int, layers: int, seed: int) -> list[tuple[st
     return pairs
 
 
+def make_large(work: Path, size_mb: int, seed: int) -> tuple[Path, Path, int]:
+    """OLD/NEW safetensors of 4096x4096 fp16 matrices: a dense small fine-tune of 3 in 4.
+
+    Generated one tensor at a time so that building 1 GB takes seconds and little memory.
+    Returns (old, new, largest tensor bytes).
+    """
+    rows = cols = 4096
+    count = max(1, size_mb * 2**20 // (rows * cols * 2))
+    old, new = work / "large.old", work / "large.new"
+    rng = np.random.default_rng(seed)
+    header: list[tuple[str, tuple[int, int]]] = [
+        (f"model.layers.{i}.weight", (rows, cols)) for i in range(count)
+    ]
+    meta: dict[str, object] = {
+        name: {
+            "dtype": "F16",
+            "shape": list(shape),
+            "data_offsets": [i * rows * cols * 2, (i + 1) * rows * cols * 2],
+        }
+        for i, (name, shape) in enumerate(header)
+    }
+    raw = json.dumps(meta, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with old.open("wb") as fo, new.open("wb") as fn:
+        for f in (fo, fn):
+            f.write(struct.pack("<Q", len(raw)) + raw)
+        for i in range(count):
+            w = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.02)
+            fo.write(w.astype(np.float16).tobytes())
+            if i % 4 == 3:  # frozen layer
+                fn.write(w.astype(np.float16).tobytes())
+            else:
+                step = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(2e-4)
+                fn.write((w + step).astype(np.float16).tobytes())
+    return old, new, rows * cols * 2
+
+
+def run_large(args: argparse.Namespace, tools: dict[str, str | None]) -> None:
+    with tempfile.TemporaryDirectory(prefix="edgeota-bench-large-", dir=args.tmpdir) as tmp:
+        work = Path(tmp)
+        t = time.perf_counter()
+        old, new, largest = make_large(work, args.large_mb, args.seed)
+        size = new.stat().st_size
+        print(
+            f"\nlarge case: {size / 2**20:.0f} MiB safetensors, fp16 4096x4096 tensors "
+            f"({largest / 2**20:.0f} MiB each), generated in {time.perf_counter() - t:.0f}s"
+        )
+        bound = 64 + largest / 2**20
+
+        def show(name: str, r: Result) -> None:
+            assert r.size is not None
+            print(
+                f"  {name:12} patch {100 * r.size / size:6.2f}% of new  create {r.create_s:6.1f}s"
+                f" ({size / 1e6 / r.create_s:5.1f} MB/s)  apply {r.apply_s:6.1f}s"
+                f"  peak RSS {r.rss_mb:6.0f} MiB",
+                flush=True,
+            )
+
+        ours = bench_edgeota(old, new, work, args.level)
+        show("edgeota", ours)
+        if tools.get("xdelta3") and not args.large_edgeota_only:
+            show("xdelta3 -9", bench_xdelta3(str(tools["xdelta3"]), old, new, work))
+        verdict = "within" if ours.rss_mb <= bound else "ABOVE"
+        print(
+            f"  edgeota apply peak RSS {ours.rss_mb:.0f} MiB: {verdict} the bound "
+            f"64 MiB + largest tensor = {bound:.0f} MiB"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--level", type=int, default=DEFAULT_LEVEL)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--large", action="store_true", help="also run the ~1 GB file case")
+    ap.add_argument("--large-mb", type=int, default=1024)
+    ap.add_argument(
+        "--large-edgeota-only", action="store_true", help="no xdelta3 in the large case (~10 min)"
+    )
+    ap.add_argument("--skip-small", action="store_true", help="only the large case")
+    ap.add_argument("--tmpdir", default=None, help="where the large files go (default: TMPDIR)")
     args = ap.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgeota-bench-") as tmp:
-        work = Path(tmp)
-        pairs = make_pairs(work, args.hidden, args.layers, args.seed)
-        _, floor_rss = run_child(py("import edgeota.delta"))
-        print(f"python + numpy + zstandard import floor: {floor_rss:.0f} MB RSS\n")
-        rows = []
-        for name, old, new in pairs:
-            size = new.stat().st_size
-            ours = bench_edgeota(old, new, work, args.level)
-            methods = ", ".join(
-                f"{s.name}:{s.count}" for s in read_patch_info(work / "edgeota.patch").sections
-            )
-            base = {
-                "patch-from": bench_patch_from(old, new, work),
-                "zstd-19": bench_zstd(new, work),
-                "bsdiff4": bench_bsdiff(old, new, work),
-            }
-            rows.append((name, size, ours, base, methods))
-        print_table(rows)
+    tools = ensure_tools()
+    print("baselines: " + ", ".join(f"{k}={v or 'missing'}" for k, v in tools.items()))
+    if not args.skip_small:
+        with tempfile.TemporaryDirectory(prefix="edgeota-bench-") as tmp:
+            work = Path(tmp)
+            pairs = make_pairs(work, args.hidden, args.layers, args.seed)
+            _, floor_rss = run_child(py("import edgeota.delta"))
+            print(f"python + numpy + zstandard import floor: {floor_rss:.0f} MB RSS\n")
+            rows = []
+            for name, old, new in pairs:
+                ours = bench_edgeota(old, new, work, args.level)
+                methods = ", ".join(
+                    f"{s.name}:{s.count}" for s in read_patch_info(work / "edgeota.patch").sections
+                )
+                base: dict[str, Result] = {}
+                if tools["xdelta3"]:
+                    base["xdelta3 -9"] = bench_xdelta3(tools["xdelta3"], old, new, work)
+                if tools["zstd"]:
+                    base["zstd -19 --long --patch-from"] = bench_patch_from(
+                        tools["zstd"], old, new, work
+                    )
+                if tools["bsdiff"] and tools["bspatch"]:
+                    base["bsdiff"] = bench_bsdiff(tools["bsdiff"], tools["bspatch"], old, new, work)
+                plain = bench_zstd(tools["zstd"], new, work) if tools["zstd"] else Result()
+                rows.append((name, new.stat().st_size, plain, ours, base, methods))
+            print_table(rows)
+    if args.large:
+        run_large(args, tools)
     print(f"\ntotal bench time {time.perf_counter() - started:.0f}s")
 
 
-def pct(r: Result, size: int) -> str:
-    return "n/a" if r.size is None else f"{100 * r.size / size:.2f}%"
+Row = tuple[str, int, Result, Result, dict[str, Result], str]
 
 
-def print_table(rows: list[tuple[str, int, Result, dict[str, Result], str]]) -> None:
-    head = (
-        f"{'update':22} {'new MB':>7} | {'edgeota':>8} {'create':>7} {'apply':>6} {'RSS':>5}"
-        f" | {'patch-from':>10} {'RSS':>5} | {'zstd-19':>7} | {'bsdiff4':>8} {'RSS':>5}"
-        f" | {'x pf':>6} {'x zstd':>6} {'x bsd':>6}"
-    )
-    print(head)
-    print("-" * len(head))
-    for name, size, ours, base, _ in rows:
-        pf, zs, bs = base["patch-from"], base["zstd-19"], base["bsdiff4"]
-        assert ours.size is not None
-
-        def ratio(r: Result, ours: Result = ours) -> str:
-            return "n/a" if r.size is None or not ours.size else f"{r.size / ours.size:.1f}x"
-
-        print(
-            f"{name:22} {size / 1e6:7.2f} | {pct(ours, size):>8} {ours.create_s:6.2f}s"
-            f" {ours.apply_s:5.2f}s {ours.rss_mb:4.0f}M | {pct(pf, size):>10} {pf.rss_mb:4.0f}M"
-            f" | {pct(zs, size):>7} | {pct(bs, size):>8} {bs.rss_mb:4.0f}M"
-            f" | {ratio(pf):>6} {ratio(zs):>6} {ratio(bs):>6}"
-        )
-    print("\nmethods used by edgeota per update:")
-    for name, _, _, _, methods in rows:
-        print(f"  {name:22} {methods}")
+def print_table(rows: list[Row]) -> None:
     print(
-        "\n% = patch size / new file size; 'x pf' etc. = baseline patch size / edgeota patch "
-        "size (higher is better for edgeota); RSS = apply peak resident memory of the child."
+        "| update | new MB | tool | patch % of new | % of new zstd -19 | create s | create MB/s"
+        " | apply s | apply peak RSS MB | tool / edgeota size |"
+    )
+    print("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
+    for name, size, plain, ours, base, _ in rows:
+        assert ours.size
+        for tool, r in [("edgeota", ours), *base.items()]:
+            if r.size is None:
+                continue
+            of_zstd = f"{100 * r.size / plain.size:.1f}%" if plain.size else "n/a"
+            print(
+                f"| {name.strip()} | {size / 1e6:.2f} | {tool} | {100 * r.size / size:.2f}%"
+                f" | {of_zstd} | {r.create_s:.2f} | {size / 1e6 / r.create_s:.1f}"
+                f" | {r.apply_s:.2f} | {r.rss_mb:.0f} | {r.size / ours.size:.2f}x |"
+            )
+        if plain.size:
+            print(
+                f"| {name.strip()} | {size / 1e6:.2f} | (zstd -19 of new) | "
+                f"{100 * plain.size / size:.2f}% | 100% | {plain.create_s:.2f} | "
+                f"{size / 1e6 / plain.create_s:.1f} | {plain.apply_s:.2f} | {plain.rss_mb:.0f} | "
+                f"{plain.size / ours.size:.2f}x |"
+            )
+    print("\nedgeota methods per update:")
+    for name, _, _, _, _, methods in rows:
+        print(f"  {name:22} {methods}")
+    worst = min(
+        (r.size / ours.size, name, tool)
+        for name, _, _, ours, base, _ in rows
+        for tool, r in base.items()
+        if r.size is not None and ours.size
+    )
+    print(
+        f"\nsmallest baseline/edgeota size ratio: {worst[0]:.2f}x"
+        f" ({worst[2]} on {worst[1].strip()})"
+    )
+    print(
+        "% = patch size / new file size; 'tool / edgeota size' > 1 means edgeota's patch is "
+        "smaller; apply peak RSS = max resident memory of the applying child process "
+        "(getrusage RUSAGE_CHILDREN)."
     )
 
 

@@ -23,6 +23,7 @@ class ServerHandle:
     root: Path
     process: subprocess.Popen[bytes]
     log: Path
+    admin_token: str = ""
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
@@ -74,7 +75,13 @@ class Fleet:
         return proc
 
 
-def start_server(procs: ProcessGroup, work: Path, certs: DevCertificates) -> ServerHandle:
+def start_server(
+    procs: ProcessGroup,
+    work: Path,
+    certs: DevCertificates,
+    env: dict[str, str] | None = None,
+) -> ServerHandle:
+    """A server process; ``env`` adds ``EDGEOTA_*`` settings."""
     port = free_port()
     data_dir = work / "server"
     token = "eoa_" + secrets.token_urlsafe(32)
@@ -100,6 +107,7 @@ def start_server(procs: ProcessGroup, work: Path, certs: DevCertificates) -> Ser
         env={
             "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": token.removeprefix("eoa_"),
             "EDGEOTA_POLL_INTERVAL_S": "1",
+            **(env or {}),
         },
     )
     url = f"https://127.0.0.1:{port}"
@@ -116,4 +124,5 @@ def start_server(procs: ProcessGroup, work: Path, certs: DevCertificates) -> Ser
         root=data_dir / "tuf" / "metadata" / "1.root.json",
         process=proc,
         log=log,
+        admin_token=token,
     )

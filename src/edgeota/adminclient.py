@@ -78,6 +78,11 @@ class AdminClient:
         result: list[dict[str, Any]] = self._call("GET", "/api/v1/releases", params=params)
         return result
 
+    def release(self, ref: str) -> dict[str, Any]:
+        """One release (by ID or ``component@version``), with its deltas and their status."""
+        result: dict[str, Any] = self._call("GET", f"/api/v1/releases/{ref}")
+        return result
+
     def deploy(self, release: str, group: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/api/v1/deployments", json={"release": release, "group": group}
@@ -107,6 +112,19 @@ class AdminClient:
         )
         return result
 
+    def set_windows(
+        self,
+        device_id: str,
+        windows: list[dict[str, Any]],
+        time_zone: str | None = None,
+        max_deferrals: int = 0,
+    ) -> dict[str, Any]:
+        """Set a device's maintenance windows ({cron, duration_s, time_zone}) and deferrals."""
+        body = {"windows": windows, "time_zone": time_zone, "max_deferrals": max_deferrals}
+        url = f"/api/v1/devices/{device_id}/windows"
+        result: dict[str, Any] = self._call("PUT", url, json=body)
+        return result
+
     def revoke(self, device_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/api/v1/devices/{device_id}/revoke")
         return result
@@ -130,3 +148,43 @@ class AdminClient:
         """pause, resume, abort or rollback."""
         result: dict[str, Any] = self._call("POST", f"/api/v1/rollouts/{rollout_id}/{command}")
         return result
+
+    # -- history, feedback, notices ------------------------------------------------------
+    def search_events(self, **params: Any) -> list[dict[str, Any]]:
+        """Device events across the fleet: device, release, component, event, since, q."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/events", params=_given(params))
+        return result
+
+    def audit(self, **params: Any) -> list[dict[str, Any]]:
+        """The audit trail: actor, action, target_type, target, since, q."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/audit", params=_given(params))
+        return result
+
+    def logs(self, **params: Any) -> list[dict[str, Any]]:
+        """Uploaded device logs (without their text): device, release, q."""
+        result: list[dict[str, Any]] = self._call("GET", "/api/v1/logs", params=_given(params))
+        return result
+
+    def log_text(self, log_id: int) -> str:
+        try:
+            response = self._http.get(f"/api/v1/logs/{log_id}")
+        except httpx.HTTPError as e:
+            raise TransportError(f"GET {self.server_url}/api/v1/logs/{log_id} failed: {e}") from e
+        if response.status_code >= 400:
+            raise HTTPStatusError(
+                f"GET /api/v1/logs/{log_id}: {response.status_code} {response.text[:200]}",
+                response.status_code,
+            )
+        return response.text
+
+    def release_feedback(self, release: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/v1/releases/{release}/feedback")
+        return result
+
+    def mqtt_auth_files(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/api/v1/mqtt/auth-files")
+        return result
+
+
+def _given(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None and v != []}

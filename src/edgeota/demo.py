@@ -3,7 +3,8 @@
 1. trains the example digits denoiser (v1, a better v2, a broken v3 that outputs NaN);
 2. starts the server over HTTPS with a throwaway CA, publishes v1 to group ``demo``;
 3. starts three agents as separate processes, each with its own data dir;
-4. deploys v2 and waits for every device to commit it;
+4. publishes v2, waits until the server has built its deltas from v1, deploys it and waits
+   for every device to commit it, then reports the bytes sent with deltas and without;
 5. deploys the broken v3 and waits for every device to roll itself back to v2.
 """
 
@@ -37,6 +38,8 @@ class DemoResult:
     rolled_back: list[str] = field(default_factory=list)
     final_versions: dict[str, str | None] = field(default_factory=dict)
     seconds: float = 0.0
+    bytes_sent: int = 0  # v1 -> v2, all devices: what the agents downloaded
+    bytes_full: int = 0  # the same update in full files
 
     @property
     def ok(self) -> bool:
@@ -53,6 +56,8 @@ class DemoResult:
             "rolled_back": self.rolled_back,
             "final_versions": self.final_versions,
             "seconds": round(self.seconds, 1),
+            "bytes_sent": self.bytes_sent,
+            "bytes_full": self.bytes_full,
         }
 
 
@@ -101,8 +106,13 @@ def run_demo(
         report(f"server up at {url}", [])
         with AdminClient(url, f"eoa_{secret}", certs.ca_cert) as admin:
 
-            def publish_and_deploy(folder: str, version: str) -> str:
+            def publish_and_deploy(folder: str, version: str, *, deltas: bool = False) -> str:
                 release = admin.publish(load_release(work / "models" / folder), COMPONENT, version)
+                if deltas:
+                    # Deltas are built in the background; deploying before they are would
+                    # send full files, so the demo waits and shows them being used.
+                    built = _wait_deltas(admin, str(release["id"]), step_timeout_s)
+                    report(f"server built deltas of {version}: {built}", [])
                 admin.deploy(release["id"], GROUP)
                 report(f"published and deployed {COMPONENT} {version} ({release['id']})", [])
                 return str(release["id"])
@@ -152,9 +162,19 @@ def run_demo(
                 )
             wait_for("devices install v1", lambda ds: _all_on(ds, "1.0.0"))
 
-            publish_and_deploy("v2", "2.0.0")
+            v2 = publish_and_deploy("v2", "2.0.0", deltas=True)
             wait_for("devices update to v2", lambda ds: _all_on(ds, "2.0.0"))
             result.updated = [d["id"] for d in fleet() if installed_version(d) == "2.0.0"]
+            for d in fleet():
+                detail = _committed_detail(admin, d["id"], v2)
+                result.bytes_sent += int(detail.get("bytes_downloaded", 0))
+                result.bytes_full += int(detail.get("bytes_full", 0))
+            share = result.bytes_sent / result.bytes_full if result.bytes_full else 1.0
+            report(
+                f"v1 -> v2 sent {result.bytes_sent:,} bytes with deltas, "
+                f"{result.bytes_full:,} without ({share:.0%})",
+                [],
+            )
 
             broken = publish_and_deploy("v3-broken", "3.0.0")
 
@@ -175,6 +195,26 @@ def run_demo(
             report("done", final)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _wait_deltas(admin: AdminClient, release_id: str, timeout_s: float) -> str:
+    """Wait until no delta of the release is pending or running; summarize them."""
+    deltas: list[dict[str, Any]] = []
+
+    def settled() -> bool:
+        deltas[:] = admin.release(release_id)["deltas"]
+        return all(d["status"] not in ("pending", "running") for d in deltas)
+
+    wait_until(settled, timeout_s, interval_s=0.5, what=f"deltas of {release_id}")
+    return ", ".join(f"{d['file']} {d['status']} ({d['length']} bytes)" for d in deltas) or "none"
+
+
+def _committed_detail(admin: AdminClient, device_id: str, release_id: str) -> dict[str, Any]:
+    for e in admin.events(device_id, 50):
+        if e["event"] == "committed" and e["release_id"] == release_id:
+            detail: dict[str, Any] = e["detail"]
+            return detail
+    return {}
 
 
 def _all_on(devices: list[dict[str, Any]], version: str) -> bool:

@@ -25,6 +25,11 @@ class LocalFile:
     length: int
     variant: str | None = None
     tolerance: dict[str, float] | None = None
+    # What the server chooses a model variant by (role "model"); None: not given.
+    memory_mb: int | None = None
+    quality: float | None = None
+    arch: tuple[str, ...] | None = None
+    accelerator: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -36,6 +41,11 @@ class LocalFile:
         }
         if self.tolerance is not None:
             body["tolerance"] = self.tolerance
+        for key in ("memory_mb", "quality", "accelerator"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
+        if self.arch is not None:
+            body["arch"] = list(self.arch)
         return body
 
 
@@ -117,4 +127,29 @@ def _load_entry(folder: Path, manifest: Path, entry: Any) -> LocalFile:
         length=length,
         variant=entry.get("variant"),
         tolerance=None if tolerance is None else {k: float(v) for k, v in tolerance.items()},
+        **_variant_keys(manifest, name, entry),
     )
+
+
+def _variant_keys(manifest: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """``memory_mb``, ``quality``, ``arch`` and ``accelerator`` of an entry, type-checked."""
+    keys: dict[str, Any] = {}
+    memory, quality = entry.get("memory_mb"), entry.get("quality")
+    arch, accelerator = entry.get("arch"), entry.get("accelerator")
+    if memory is not None:
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+            raise FormatError(f"{manifest}: memory_mb of {name!r} must be a whole number of MiB")
+        keys["memory_mb"] = memory
+    if quality is not None:
+        if isinstance(quality, bool) or not isinstance(quality, int | float):
+            raise FormatError(f"{manifest}: quality of {name!r} must be a number")
+        keys["quality"] = float(quality)
+    if arch is not None:
+        if not isinstance(arch, list) or not arch or not all(isinstance(a, str) for a in arch):
+            raise FormatError(f"{manifest}: arch of {name!r} must be a list of strings")
+        keys["arch"] = tuple(arch)
+    if accelerator is not None:
+        if not isinstance(accelerator, str):
+            raise FormatError(f"{manifest}: accelerator of {name!r} must be a string")
+        keys["accelerator"] = accelerator
+    return keys

@@ -21,6 +21,19 @@ meaning of an existing one. Version 1::
       }
     }
 
+Optional keys, present only when set (targets without them sign exactly as before):
+
+- ``memory_mb`` (integer, role=model): the variant's estimated memory need in MiB;
+- ``quality`` (decimal string, role=model): the variant's quality score, higher is better,
+  comparable between the variants of one release;
+- ``arch`` (list of strings, role=model): CPU architectures the variant runs on
+  (``platform.machine()`` names such as ``x86_64``, ``aarch64``); absent: any;
+- ``accelerator`` (string, role=model): an accelerator the variant needs (e.g. ``cuda``);
+  absent: none.
+
+The server chooses each device's variant with these; the probe set's ``tolerance`` may also
+carry ``max_latency_ms`` and ``max_peak_rss_mb``, budgets the runtime must stay within.
+
 Numbers that are not integers are written as decimal strings: TUF signs canonical JSON,
 which has no floating-point numbers.
 
@@ -29,6 +42,7 @@ Target paths are ``<component>/<version>/<file>``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +99,10 @@ class TargetCustom:
     needs: dict[str, str] = field(default_factory=dict)
     delta_base: str | None = None
     tolerance: dict[str, float] | None = None
+    memory_mb: int | None = None
+    quality: float | None = None
+    arch: tuple[str, ...] | None = None
+    accelerator: str | None = None
 
     def __post_init__(self) -> None:
         check_component_name(self.component)
@@ -94,6 +112,10 @@ class TargetCustom:
             raise PolicyError(f"unknown target role {self.role!r}; expected one of {sorted(ROLES)}")
         if not self.release_id:
             raise PolicyError("a target must name its release_id")
+        if self.memory_mb is not None and self.memory_mb < 0:
+            raise PolicyError(f"memory_mb must not be negative, got {self.memory_mb}")
+        if self.quality is not None and not math.isfinite(self.quality):
+            raise PolicyError(f"quality must be a finite number, got {self.quality}")
 
     def fits_hardware(self, hardware_class: str) -> bool:
         return ANY_HARDWARE in self.hardware or hardware_class in self.hardware
@@ -114,6 +136,14 @@ class TargetCustom:
         }
         if self.tolerance is not None:
             body["tolerance"] = {k: repr(float(v)) for k, v in self.tolerance.items()}
+        if self.memory_mb is not None:
+            body["memory_mb"] = int(self.memory_mb)
+        if self.quality is not None:
+            body["quality"] = repr(float(self.quality))
+        if self.arch is not None:
+            body["arch"] = list(self.arch)
+        if self.accelerator is not None:
+            body["accelerator"] = self.accelerator
         return {CUSTOM_KEY: body}
 
     @classmethod
@@ -150,6 +180,7 @@ class TargetCustom:
                 tolerance=None
                 if tolerance is None
                 else {str(k): float(v) for k, v in tolerance.items()},
+                **_variant_keys(body),
             )
         except KeyError as e:
             raise FormatError(f"target custom field lacks required key {e.args[0]!r}") from e
@@ -157,6 +188,32 @@ class TargetCustom:
             raise FormatError(f"target custom field is invalid: {e}") from e
         except PolicyError as e:
             raise FormatError(f"target custom field is invalid: {e}") from e
+
+
+def _variant_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """The optional variant keys of a custom body, type-checked (FormatError otherwise)."""
+    keys: dict[str, Any] = {}
+    memory = body.get("memory_mb")
+    if memory is not None:
+        if isinstance(memory, bool) or not isinstance(memory, int):
+            raise FormatError(f"'memory_mb' must be an integer, not {memory!r}")
+        keys["memory_mb"] = memory
+    quality = body.get("quality")
+    if quality is not None:
+        if not isinstance(quality, str):
+            raise FormatError(f"'quality' must be a decimal string, not {quality!r}")
+        keys["quality"] = float(quality)  # ValueError -> FormatError in the caller
+    arch = body.get("arch")
+    if arch is not None:
+        if not isinstance(arch, list) or not all(isinstance(a, str) for a in arch):
+            raise FormatError("'arch' must be a list of strings")
+        keys["arch"] = tuple(arch)
+    accelerator = body.get("accelerator")
+    if accelerator is not None:
+        if not isinstance(accelerator, str):
+            raise FormatError(f"'accelerator' must be a string, not {accelerator!r}")
+        keys["accelerator"] = accelerator
+    return keys
 
 
 def _parse_tolerance(raw: dict[Any, Any]) -> dict[str, float]:

@@ -299,6 +299,16 @@ def test_expired_or_wrongly_signed_metadata_is_refused(
 ) -> None:
     data_dir, v1 = on_v1
     v2 = publish(fleet.server, examples, "v2", "2.0.0")
+    # The server signs v2's deltas in the background, re-signing the timestamp: forge it
+    # only after that, or the server's own signature replaces the forgery.
+    wait_until(
+        lambda: all(
+            d["status"] in ("done", "failed", "skipped")
+            for d in fleet.server.admin.release(v2["id"])["deltas"]
+        ),
+        STEP_TIMEOUT_S,
+        what="v2's deltas built",
+    )
     _forge_server_timestamp(
         fleet.server, expired=attack == "expired", wrong_key=attack == "wrong_key"
     )

@@ -42,6 +42,7 @@ def test_demo_updates_then_rolls_back_and_reports_json(tmp_path: Path) -> None:
     assert sorted(report["rolled_back"]) == sorted(report["updated"])
     assert set(report["final_versions"].values()) == {"2.0.0"}
     assert report["seconds"] > 0
+    assert 0 < report["bytes_sent"] < report["bytes_full"]  # v1 -> v2 went by delta
     assert "rolled_back" in result.stderr  # the table went to stderr
     assert processes_mentioning(str(work)) == []
 

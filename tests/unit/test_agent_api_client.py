@@ -130,6 +130,7 @@ def test_unexpected_status_and_bad_bodies() -> None:
         {"components": {"a": {"release_id": "r", "version": "1.0.0", "targets": "x"}}},
         {"components": {"a": {"release_id": 3, "version": "1.0.0", "targets": []}}},
         {"revision": "7", "components": {}},
+        {"components": {"a": {"release_id": "r", "version": "1", "targets": [], "status": 1}}},
     ],
 )
 def test_malformed_desired_state_is_a_format_error(body: dict[str, Any]) -> None:
@@ -196,3 +197,30 @@ def test_http_client_verifies_the_server_against_the_given_ca(tmp_path: Path) ->
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+def test_variant_choice_is_parsed_and_accelerators_are_inventoried() -> None:
+    from edgeota.agent.api_client import parse_desired_state
+
+    entry = {"release_id": "r", "version": "1.0.0", "targets": []}
+    state = parse_desired_state(
+        {"components": {"a": {**entry, "status": "no_variant_fits", "reason": "too big"}}}, None
+    )
+    assert (state.components["a"].status, state.components["a"].reason) == (
+        "no_variant_fits",
+        "too big",
+    )
+    assert parse_desired_state({"components": {"a": entry}}, None).components["a"].status is None
+    common: dict[str, Any] = {
+        "hardware_class": "x",
+        "model_ram_budget_mb": 1,
+        "agent_version": "",
+        "disk_free_bytes": 0,
+        "components": {},
+    }
+    # Only sent when there are any: an older server refuses unknown inventory keys.
+    assert "accelerators" not in build_inventory(**common)
+    assert build_inventory(**common, accelerators=["npu", "cuda"])["accelerators"] == [
+        "cuda",
+        "npu",
+    ]

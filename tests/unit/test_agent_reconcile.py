@@ -7,6 +7,7 @@ the same data folder then plays the restart after kill -9.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import signal
@@ -307,7 +308,13 @@ def test_first_install_is_committed_and_reported(dev: Device) -> None:
     assert dev.api.names() == ["update_found", "download_ok", "switched", "committed"]
     committed = dev.api.events[-1]
     assert committed["release_id"] == "rel-denoiser-1.0.0" and committed["state"] == "idle"
-    assert committed["detail"] == {"figures": {"max_abs_error": 0.01}}
+    full = len(b"model 1.0.0" * 100) + len(b"probe 1.0.0")
+    assert committed["detail"] == {
+        "figures": {"max_abs_error": 0.01},
+        "bytes_downloaded": full,  # a first install has no base: full files
+        "bytes_full": full,
+        "delta_files": 0,
+    }
     assert [e["seq"] for e in dev.api.events] == [1, 2, 3, 4]
     inv = dev.api.inventories[-1]["components"][COMPONENT]
     assert inv == {
@@ -789,3 +796,23 @@ def test_kill_9_at_each_crash_point(dev: Device, point: str) -> None:
     agent = dev.agent()  # the dead agent's lock went with it
     agent.run_once()
     dev.assert_committed("2.0.0", "b")
+
+
+def test_no_variant_fits_is_reported_once_and_nothing_is_installed(dev: Device) -> None:
+    """The server found no model variant this device can run: not a failed install."""
+    agent = install_v1(dev)
+    requests = len(dev.repo.requests)
+    v2 = dev.repo.publish("2.0.0")
+    reason = "no variant fits: int8 (needs 150 MB) (the device's 64 MB model RAM budget)"
+    dev.api.want(
+        denoiser=dataclasses.replace(v2, targets=(), status="no_variant_fits", reason=reason)
+    )
+    assert agent.run_once()
+    assert agent.run_once()
+    told = [e for e in dev.api.events if e["event"] == "no_variant_fits"]
+    assert len(told) == 1
+    assert told[0]["reason"] == reason and told[0]["release_id"] == v2.release_id
+    assert "update_refused" not in dev.api.names()
+    assert len(dev.repo.requests) == requests
+    dev.assert_committed("1.0.0", "a")
+    assert dev.running() == dev.slots().slot_dir("a")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -108,3 +109,39 @@ def test_degenerate_tensors_round_trip(tmp_path: Path, case: str) -> None:
     save_file({"w": w}, str(old))
     save_file({"w": new_w.astype(np.float32)}, str(new))
     create_and_check(tmp_path, old, new, case)
+
+
+def test_screen_keeps_low_rank_updates_and_skips_dense_noise() -> None:
+    from edgeota.delta.lowrank import worth_fitting
+
+    rng = np.random.default_rng(5)
+    old = rng.standard_normal((512, 256)).astype(np.float16)
+    lowrank = (
+        old.astype(np.float32)
+        + (rng.standard_normal((512, 4)) @ rng.standard_normal((4, 256))).astype(np.float32) * 0.01
+    ).astype(np.float16)
+    noise = old.astype(np.float32) + rng.standard_normal((512, 256)).astype(np.float32) * 0.01
+    old_bits = old.view("<u2")
+    assert worth_fitting(old_bits, lowrank.view("<u2"), FloatKind.F16)
+    assert not worth_fitting(old_bits, noise.astype(np.float16).view("<u2"), FloatKind.F16)
+    assert not worth_fitting(old_bits, old_bits, FloatKind.F16)  # no change at all
+
+
+def test_dense_update_round_trips_without_a_low_rank_op(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((256, 128)).astype(np.float32)
+    step = rng.standard_normal((256, 128)).astype(np.float32) * 1e-3
+    old, new = tmp_path / "old.safetensors", tmp_path / "new.safetensors"
+    save_file({"w": w}, str(old))
+    save_file({"w": w + step}, str(new))
+    info = create_patch(old, new, tmp_path / "p")
+    assert Method.LOWRANK not in {s.method for s in info.sections}
+    apply_patch(old, tmp_path / "p", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == new.read_bytes()
+
+
+def test_large_tensors_use_a_faster_level_and_threads() -> None:
+    level, threads = encode_module.frame_settings(19, encode_module.LARGE_TENSOR)
+    assert level == encode_module.LARGE_TENSOR_LEVEL
+    assert threads in (0, min(4, os.cpu_count() or 1))
+    assert encode_module.frame_settings(19, encode_module.LARGE_TENSOR - 1) == (19, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -180,3 +181,61 @@ def test_unreadable_slot_fails(tmp_path: Path, client: httpx.Client) -> None:
     assert not report.ok
     assert report.reason is not None
     assert "cannot read the slot description" in report.reason
+
+
+# --- runtime budgets (latency, peak RSS) -------------------------------------------------------
+
+
+def with_tolerance(slot: Path, **extra: float) -> None:
+    import dataclasses
+
+    info = SlotInfo.read(slot)
+    dataclasses.replace(info, tolerance={**info.tolerance, **extra}).write(slot)
+
+
+def test_generous_budgets_pass_and_the_runtime_reports_its_peak_rss(
+    built: ExampleReleases, tmp_path: Path, client: httpx.Client
+) -> None:
+    slot = tmp_path / "b"
+    install_release(built.v2.path, slot, "2.0.0")
+    with_tolerance(slot, max_latency_ms=60_000.0, max_peak_rss_mb=16_384.0)
+    with running(slot) as url:
+        report = check(url, slot, client)
+    assert report.ok, report.reason
+    assert report.figures["peak_rss_mb"] > 20  # this test process, with onnxruntime loaded
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        ({"max_peak_rss_mb": 1.0}, r"peak RSS \d+\.\d MB exceeds the budget 1 MB"),
+        ({"max_latency_ms": 1e-6}, r"latency \d+\.\d ms exceeds the budget 1e-06 ms"),
+    ],
+)
+def test_runtime_over_its_budget_fails_naming_the_check_and_figure(
+    built: ExampleReleases,
+    tmp_path: Path,
+    client: httpx.Client,
+    budget: dict[str, float],
+    message: str,
+) -> None:
+    slot = tmp_path / "b"
+    install_release(built.v2.path, slot, "2.0.0")
+    with_tolerance(slot, **budget)
+    with running(slot) as url:
+        report = check(url, slot, client)
+    assert not report.ok
+    assert report.reason is not None
+    assert re.search(message, report.reason), report.reason
+    assert report.figures["max_abs_error"] <= built.v2.tolerance["max_abs_error"]  # outputs ok
+
+
+def test_every_failed_check_is_named() -> None:
+    from edgeota.agent.health import _over_budget
+
+    figures = {"latency_ms": 50.0}
+    failures = _over_budget(figures, {"max_latency_ms": 10.0, "max_peak_rss_mb": 100.0})
+    assert failures == [
+        "latency 50.0 ms exceeds the budget 10 ms",
+        "the runtime reported no peak RSS, but the release bounds it",
+    ]

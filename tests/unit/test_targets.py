@@ -64,3 +64,57 @@ def test_hardware_match() -> None:
     only = _custom(hardware=("jetson-orin",))
     assert only.fits_hardware("jetson-orin")
     assert not only.fits_hardware("rpi5")
+
+
+# --- optional variant keys ------------------------------------------------------------------
+
+
+def test_variant_keys_survive_canonical_json_as_integers_and_decimal_strings() -> None:
+    custom = _custom(
+        role="model",
+        file="model-int8.onnx",
+        variant="int8",
+        tolerance=None,
+        memory_mb=81,
+        quality=39.359,
+        arch=("x86_64", "aarch64"),
+        accelerator="npu",
+    )
+    raw = custom.to_custom()
+    encode_canonical(raw)  # raises on floats: canonical JSON has none
+    body = raw["edgeota"]
+    assert body["memory_mb"] == 81 and body["quality"] == "39.359"
+    assert body["arch"] == ["x86_64", "aarch64"] and body["accelerator"] == "npu"
+    assert TargetCustom.from_custom(raw) == custom
+
+
+def test_targets_without_variant_keys_sign_exactly_as_before() -> None:
+    body = _custom().to_custom()["edgeota"]
+    assert not {"memory_mb", "quality", "arch", "accelerator"} & set(body)
+    parsed = TargetCustom.from_custom(_custom().to_custom())
+    assert (parsed.memory_mb, parsed.quality, parsed.arch, parsed.accelerator) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("memory_mb", "81"),
+        ("memory_mb", True),
+        ("memory_mb", -1),
+        ("quality", 39.5),
+        ("quality", "nan"),
+        ("quality", "good"),
+        ("arch", "x86_64"),
+        ("accelerator", ["npu"]),
+    ],
+)
+def test_bad_variant_keys_are_format_errors(key: str, value: object) -> None:
+    raw = _custom(role="model", file="m.onnx", tolerance=None).to_custom()
+    raw["edgeota"][key] = value
+    with pytest.raises(FormatError):
+        TargetCustom.from_custom(raw)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import httpx
 
 from edgeota.agent.journal import ComponentRecord
+from edgeota.agent.schedule import NO_SCHEDULE, POLICIES, SWITCH_NOW, Schedule, parse_schedule
 from edgeota.errors import FormatError, HTTPStatusError, TransportError
 
 _MB = 1024 * 1024
@@ -45,6 +46,14 @@ class DesiredComponent:
     release_id: str
     version: str
     targets: tuple[str, ...]
+    deltas: tuple[str, ...] = ()  # patch targets the agent may use instead of full files
+    switch_policy: str = SWITCH_NOW  # "window": switch only inside a maintenance window
+    size_bytes: int = 0  # the full files' bytes as the server says: shown to users, not trusted
+    # Set by the server's model variant choice: which one, or (targets empty) why none can be
+    # installed here ("no_variant_fits", "awaiting_inventory"). Reported, never trusted.
+    variant: str | None = None
+    status: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class DesiredState:
     poll_interval_s: float | None
     components: dict[str, DesiredComponent]
     etag: str | None
+    schedule: Schedule = NO_SCHEDULE  # the device's maintenance windows and deferrals
 
 
 def make_http_client(
@@ -135,6 +145,9 @@ class ApiClient:
         headers: Mapping[str, str] | None = None,
         auth: bool = True,
         ok: tuple[int, ...] = (200,),
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> httpx.Response:
         all_headers = dict(headers or {})
         if auth:
@@ -143,7 +156,15 @@ class ApiClient:
             all_headers["Authorization"] = f"Bearer {self._credential}"
         url = f"{self.base}{path}"
         try:
-            resp = self.client.request(method, url, json=json, headers=all_headers)
+            resp = self.client.request(
+                method,
+                url,
+                json=json,
+                headers=all_headers,
+                content=content,
+                params=params,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s,
+            )
         except httpx.HTTPError as e:
             raise TransportError(f"{method} {url} failed: {e}; retrying later") from e
         if resp.status_code in (401, 403):
@@ -190,7 +211,22 @@ def parse_desired_state(body: Mapping[str, Any], etag: str | None) -> DesiredSta
         release_id, version = raw.get("release_id"), raw.get("version")
         if not isinstance(release_id, str) or not isinstance(version, str):
             raise FormatError(f"desired state for {name!r} needs string release_id and version")
-        components[str(name)] = DesiredComponent(release_id, version, tuple(targets))
+        deltas = raw.get("deltas", [])  # absent from servers that build no deltas
+        if not isinstance(deltas, list) or not all(isinstance(d, str) for d in deltas):
+            raise FormatError(f"desired state for {name!r}: 'deltas' must be a list of paths")
+        policy = raw.get("switch_policy", SWITCH_NOW)  # absent from servers without schedules
+        if policy not in POLICIES:
+            raise FormatError(f"desired state for {name!r}: unknown switch_policy {policy!r}")
+        size = raw.get("size_bytes", 0)
+        components[str(name)] = DesiredComponent(
+            release_id,
+            version,
+            tuple(targets),
+            tuple(deltas),
+            switch_policy=policy,
+            size_bytes=size if isinstance(size, int) and size >= 0 else 0,
+            **_variant_fields(name, raw),
+        )
     revision = body.get("revision", 0)
     interval = body.get("poll_interval_s")
     if not isinstance(revision, int) or not (interval is None or isinstance(interval, int | float)):
@@ -200,7 +236,17 @@ def parse_desired_state(body: Mapping[str, Any], etag: str | None) -> DesiredSta
         poll_interval_s=None if interval is None else float(interval),
         components=components,
         etag=etag,
+        schedule=parse_schedule(body.get("schedule")),
     )
+
+
+def _variant_fields(name: str, raw: Mapping[str, Any]) -> dict[str, str | None]:
+    """The variant choice of a desired component (absent from servers without variants)."""
+    fields = {key: raw.get(key) for key in ("variant", "status", "reason")}
+    for key, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise FormatError(f"desired state for {name!r}: {key!r} must be a string")
+    return fields
 
 
 def build_inventory(
@@ -210,9 +256,10 @@ def build_inventory(
     agent_version: str,
     disk_free_bytes: int,
     components: Mapping[str, ComponentRecord],
+    accelerators: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The inventory document of ``PUT .../inventory``."""
-    return {
+    body: dict[str, Any] = {
         "hardware_class": hardware_class,
         "arch": platform.machine()[:32],
         "ram_total_mb": _ram_total_mb(),
@@ -229,6 +276,9 @@ def build_inventory(
             for name, rec in sorted(components.items())
         },
     }
+    if accelerators:  # only when there are any: older servers refuse unknown keys
+        body["accelerators"] = sorted(set(accelerators))
+    return body
 
 
 def inventory_digest(inventory: Mapping[str, Any]) -> str:

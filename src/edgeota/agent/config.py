@@ -30,6 +30,7 @@ class AgentConfig:
     root_file: Path | None = None  # the TUF root.json pinned at enrollment
     enroll_token: str | None = None  # one-time; only used when no identity is stored
     model_ram_budget_mb: int = 1024
+    accelerators: tuple[str, ...] = ()  # e.g. ("cuda",): model variants needing one may be sent
     poll_interval_s: float | None = None  # None: the interval the server asks for
     poll_jitter: float = 0.2  # each wait is poll_interval * uniform(1 - j, 1 + j)
     backoff_initial_s: float = 1.0  # first wait after a failed check-in, doubled each time
@@ -45,6 +46,16 @@ class AgentConfig:
     disk_reserve_mb: int = 64  # disk that must stay free after a download
     download: DownloadLimits = field(default_factory=DownloadLimits)
     agent_version: str = ""
+    # A switch inside a maintenance window starts only if the window stays open this long
+    # (room for the restart and the health check); a deferral on a device without windows
+    # puts the update off this long.
+    switch_margin_s: float = 0.0
+    no_window_deferral_s: float = 86400.0
+    # The agent's local API (the device user's side and /metrics) on runtime_host; None: off.
+    local_api_port: int | None = None
+    notices: bool = False  # hear about changes (MQTT, else long-poll) and check in at once
+    long_poll_s: int = 30  # longest wait of one long-poll request
+    mqtt_ca_file: Path | None = None  # CA of the broker's certificate; default: ca_file
     crash_at: str | None = None  # fault injection: one of CRASH_POINTS
     crash_after_bytes: int | None = None  # fault injection: SIGKILL after this many bytes
 
@@ -57,6 +68,8 @@ class AgentConfig:
             raise ValueError(f"poll_jitter must be in [0, 1), not {self.poll_jitter}")
         if self.max_trial_attempts < 1:
             raise ValueError("max_trial_attempts must be at least 1")
+        if self.switch_margin_s < 0 or self.no_window_deferral_s <= 0:
+            raise ValueError("switch_margin_s must be >= 0 and no_window_deferral_s > 0")
         url = urlsplit(self.server_url)
         if url.scheme not in ("https", "http") or not url.hostname:
             raise ValueError(f"server_url must be an http(s) URL, not {self.server_url!r}")

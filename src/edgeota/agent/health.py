@@ -6,7 +6,12 @@ After a switch the agent restarts the runtime on the new slot and asks it two th
    still holding the port cannot pass for the new one;
 2. the release's probe set (role ``probe``) is sent to ``POST /v1/infer`` and the outputs are
    compared with the references under the release's signed tolerance
-   (``edgeota.runtime.probe.compare_outputs``: NaN or Inf always fails).
+   (``edgeota.runtime.probe.compare_outputs``: NaN or Inf always fails);
+3. where the tolerance sets them, the inference latency and the runtime's peak RSS that
+   ``/v1/infer`` reports must stay within ``max_latency_ms`` and ``max_peak_rss_mb``.
+
+A failure names every check that failed, with the figures (e.g. "max abs error 0.31 exceeds
+the tolerance 0.0811; peak RSS 812.0 MB exceeds the budget 196 MB").
 
 A release without a probe set passes on step 1 alone, and the report says so. Every failure,
 including network errors and timeouts, comes back as ``ok=False`` with a reason the agent can
@@ -26,7 +31,13 @@ import numpy as np
 
 from edgeota.errors import EdgeotaError, HealthCheckError
 from edgeota.fsutil import safe_join
-from edgeota.runtime.probe import Array, compare_outputs, load_probe
+from edgeota.runtime.probe import (
+    MAX_LATENCY_MS,
+    MAX_PEAK_RSS_MB,
+    Array,
+    compare_outputs,
+    load_probe,
+)
 from edgeota.slotinfo import SlotInfo
 
 _BODY_EXCERPT_CHARS = 300
@@ -154,15 +165,43 @@ def _check(
     figures["infer_roundtrip_ms"] = roundtrip_ms
     figures["probe_examples"] = float(probe.batch_size)
     outputs = _output_arrays(body, sorted(probe.references))
-    latency = body.get("latency_ms")
-    if isinstance(latency, int | float):
-        figures["latency_ms"] = float(latency)
+    for key in ("latency_ms", "peak_rss_mb"):
+        value = body.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            figures[key] = float(value)
     try:
         result = compare_outputs(outputs, probe.references, slot.tolerance)
     except ValueError as e:
         raise _Failed(f"release {slot.release_id} has an unusable tolerance: {e}") from e
     figures.update(result.figures)
-    return HealthReport(result.ok, result.reason, figures)
+    failures = [result.reason] if not result.ok and result.reason else []
+    failures += _over_budget(figures, slot.tolerance)
+    if failures:
+        return HealthReport(False, "; ".join(failures), figures)
+    return HealthReport(True, None, figures)
+
+
+# tolerance key -> (figure the runtime reports, what it is, unit)
+_BUDGETS = {
+    MAX_LATENCY_MS: ("latency_ms", "latency", "ms"),
+    MAX_PEAK_RSS_MB: ("peak_rss_mb", "peak RSS", "MB"),
+}
+
+
+def _over_budget(figures: dict[str, float], tolerance: dict[str, float]) -> list[str]:
+    """The runtime budgets the figures break; a budget without its figure breaks too, since
+    a runtime that does not say cannot be shown to stay within it."""
+    failures = []
+    for key, (figure, what, unit) in _BUDGETS.items():
+        bound = tolerance.get(key)
+        if bound is None:
+            continue
+        value = figures.get(figure)
+        if value is None:
+            failures.append(f"the runtime reported no {what}, but the release bounds it")
+        elif value > bound:
+            failures.append(f"{what} {value:.1f} {unit} exceeds the budget {bound:g} {unit}")
+    return failures
 
 
 def check_runtime_health(

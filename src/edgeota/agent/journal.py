@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeota.agent.schedule import SwitchWait
 from edgeota.agent.statemachine import State
 from edgeota.errors import FormatError
 from edgeota.fsutil import atomic_write_text
@@ -48,6 +49,10 @@ class PendingRelease:
     targets: list[str]
     slot: str
     sha256s: list[str] = field(default_factory=list)  # its downloads, removed when done
+    # Per file, the signed bytes downloaded for it, and the files a delta rebuilt: reported
+    # with the commit, and kept here so a restart mid-update does not forget them.
+    downloaded_bytes: dict[str, int] = field(default_factory=dict)
+    delta_files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +66,8 @@ class ComponentRecord:
     # cannot put the device into an install-fail-rollback loop.
     failed_release_ids: list[str] = field(default_factory=list)
     last_error: str | None = None
+    # A staged release waiting for its maintenance window, and the user's deferrals of it.
+    wait: SwitchWait | None = None
 
     def mark_failed(self, release_id: str) -> None:
         if release_id not in self.failed_release_ids:
@@ -233,6 +240,7 @@ def _record_from(raw: dict[str, Any]) -> ComponentRecord:
         trial_attempts=int(raw.get("trial_attempts", 0)),
         failed_release_ids=[str(r) for r in raw.get("failed_release_ids", [])],
         last_error=None if raw.get("last_error") is None else str(raw["last_error"]),
+        wait=None if raw.get("wait") is None else SwitchWait.from_json(raw["wait"]),
     )
     if rec.state is not State.IDLE and rec.pending is None:
         raise ValueError(f"state {rec.state.value!r} without a pending release")

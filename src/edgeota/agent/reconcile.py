@@ -23,12 +23,14 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgeota.agent import schedule
 from edgeota.agent.api_client import (
     CredentialError,
     DesiredComponent,
@@ -38,6 +40,7 @@ from edgeota.agent.api_client import (
     inventory_digest,
 )
 from edgeota.agent.config import DEFAULT_POLL_INTERVAL_S, AgentConfig
+from edgeota.agent.delta_fetch import DeltaFetcher, DeltaPlan, record_fetched, transfer_report
 from edgeota.agent.diskspace import FreeBytes, NotEnoughSpaceError, ensure_free, free_bytes
 from edgeota.agent.download import DownloadCancelledError, Fetcher
 from edgeota.agent.driver import HealthCheck, HealthResult, RuntimeDriver
@@ -177,6 +180,7 @@ class Agent:
         self.trust = trust
         self.health = health
         self.fetcher = fetcher
+        self._deltas = DeltaFetcher(fetcher, config.downloads_dir)
         self._make_driver = drivers
         self._drivers: dict[str, RuntimeDriver] = {}
         self._now = now
@@ -184,6 +188,8 @@ class Agent:
         self._crash = crash
         self._measure_free = measure_free
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by wake(): a notice cuts the wait short
+        self.on_close: list[Callable[[], None]] = []  # stops what build_agent started
         self._lock_fd: int | None = None
         self.journal = Journal(config.journal_path)
         self.desired: DesiredState | None = None
@@ -193,6 +199,9 @@ class Agent:
         self._reported: dict[str, tuple[str, str]] = {}  # component -> last refusal told
         self._crash_loop_told: set[str] = set()
         self._resumable: dict[str, set[str]] = {}  # downloads kept for a later resume
+        # When a staged release waiting for its window may switch, in the agent's clock: a
+        # scheduler may run the next pass then rather than a poll interval later.
+        self.wake_at: datetime | None = None
 
     # -- life cycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -215,10 +224,17 @@ class Agent:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
+        for stop_companion in self.on_close:
+            stop_companion()
 
     def stop(self) -> None:
         """Ask run_forever to return soon (safe to call from a signal handler)."""
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Start the next pass now (a notice said the desired state changed); any thread."""
+        self._wake.set()
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         if stop is not None:
@@ -228,9 +244,22 @@ class Agent:
         try:
             while not self._stop.is_set():
                 failures = 0 if self.run_once() else failures + 1
-                self._stop.wait(self.next_delay_s(failures))
+                self._pause(self.next_delay_s(failures))
         finally:
             self.close()
+
+    def _pause(self, delay_s: float) -> None:
+        """Wait ``delay_s``, or less if woken or stopped.
+
+        The stop event may be the caller's (run_forever's argument), set without stop(), so
+        it is looked at every second too.
+        """
+        deadline = time.monotonic() + delay_s
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, 1.0)):
+                break
+        self._wake.clear()
 
     def next_delay_s(self, failures: int) -> float:
         """Seconds to the next pass: the poll interval, or a capped back-off, both jittered."""
@@ -270,6 +299,7 @@ class Agent:
         """
         self.open()
         reached, self._pass_ok = True, True
+        self.wake_at = None
         try:
             self._ensure_enrolled()
             state = self.api.desired_state(self.desired.etag if self.desired else None)
@@ -341,6 +371,12 @@ class Agent:
                 self._resume_download(name)
                 return
             self._download_failed(name, f"superseded by release {desired.release_id}", keep=False)
+        elif rec is not None and rec.state is State.STAGED:
+            assert rec.pending is not None
+            if desired is None or desired.release_id == rec.pending.release_id:
+                self._switch(name)  # once its window opens (edgeota.agent.schedule)
+                return
+            self._abandon_staged(name, f"superseded by release {desired.release_id}")
         elif rec is not None and rec.state is not State.IDLE:
             return  # only reached if recovery could not finish; it retries on the next start
         if desired is None:
@@ -348,6 +384,12 @@ class Agent:
         if rec is not None and rec.committed and rec.committed.release_id == desired.release_id:
             # The steady state: nothing to look up; a re-deploy is told once (row 20).
             self._tell_refusal(name, desired, _ALREADY, event="already_installed")
+            return
+        if desired.status is not None:
+            # The server found no model variant this device can run (or still waits for its
+            # inventory): nothing to install and nothing wrong; say so once, keep serving.
+            reason = desired.reason or desired.status
+            self._tell_refusal(name, desired, reason, event=desired.status[:64])
             return
         if rec is not None and desired.release_id in rec.failed_release_ids:
             self._tell_refusal(name, desired, f"{desired.release_id} failed here before")
@@ -430,9 +472,14 @@ class Agent:
                 measure=self._measure_free,
             )
             files = []
+            plan = self._delta_plan(name, pending, rec.committed_slot)
             for t in targets:
-                path = self.fetcher.fetch(t, cancel=self._stop)
-                slots.install_file(pending.slot, t.custom.file, path)
+                got = self._deltas.fetch(
+                    t, plan, cancel=self._stop, report=lambda r, d: self._delta_failed(name, r, d)
+                )
+                slots.install_file(pending.slot, t.custom.file, got.path)
+                record_fetched(pending, t.custom.file, got)
+                self.journal.save()
                 files.append(
                     SlotFile(t.custom.file, t.custom.role, t.sha256, t.length, t.custom.variant)
                 )
@@ -476,9 +523,43 @@ class Agent:
 
         self._transition(name, Event.DOWNLOAD_FAILED, reason=reason, detail=detail, before=note)
 
+    def _delta_plan(self, name: str, pending: PendingRelease, base_slot: str | None) -> DeltaPlan:
+        """The signed patches the check-in offers for the pending release, and our bases."""
+        desired = self.desired.components.get(name) if self.desired else None
+        if desired is None or desired.release_id != pending.release_id:
+            return DeltaPlan()
+        return DeltaPlan.build(
+            self.trust.get_target,
+            desired.deltas,
+            component=name,
+            version=pending.version,
+            release_id=pending.release_id,
+            hardware_class=self.config.hardware_class,
+            base_dir=None if base_slot is None else self._slots(name).slot_dir(base_slot),
+        )
+
+    def _delta_failed(self, name: str, reason: str, detail: dict[str, Any]) -> None:
+        """Report a delta that could not be used (the full file is fetched instead)."""
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        self.journal.record_event(
+            time=self._timestamp(),
+            component=name,
+            event="delta_failed",
+            state=rec.state.value,
+            release_id=rec.pending.release_id,
+            version=rec.pending.version,
+            reason=reason[:_REASON_CHARS],
+            detail=detail,
+        )
+        self.journal.save()
+
     def _switch(self, name: str) -> None:
         rec = self.journal.component(name)
         assert rec.pending is not None
+        if not self._switch_due(name):
+            self._restore_committed(name, start=True)  # keep serving while the update waits
+            return
         self._slots(name).switch_to(rec.pending.slot)
 
         def first_attempt(r: ComponentRecord) -> None:
@@ -487,6 +568,56 @@ class Agent:
         self._transition(name, Event.SWITCHED, before=first_attempt)
         self._crash_point("switched")
         self._trial(name)
+
+    def _switch_due(self, name: str) -> bool:
+        """Whether the staged release may switch now: its switch policy, the device's
+        maintenance windows, the user's deferrals. Waiting is journaled and reported."""
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        pending = rec.pending
+        wanted = self.desired.components.get(name) if self.desired else None
+        desired = None
+        if self.desired is not None and wanted and wanted.release_id == pending.release_id:
+            desired = (wanted.switch_policy, self.desired.schedule)
+        requests = schedule.pending_requests(self.config.data_dir, name)
+        result = schedule.review(
+            rec.wait,
+            pending.release_id,
+            desired,
+            requests,
+            self._now(),
+            margin_s=self.config.switch_margin_s,
+            no_window_deferral_s=self.config.no_window_deferral_s,
+        )
+        if result.changed or rec.wait != result.wait:
+            rec.wait = result.wait
+            for report in result.reports:
+                self.journal.record_event(
+                    time=self._timestamp(),
+                    component=name,
+                    event=report.event,
+                    state=rec.state.value,
+                    release_id=pending.release_id,
+                    version=pending.version,
+                    reason=report.reason[:_REASON_CHARS],
+                    detail=report.detail,
+                )
+            self.journal.save()
+        schedule.remove_requests(self.config.data_dir, result.consumed)
+        wake = result.verdict.wait_until
+        if not result.verdict.switch and wake is not None:
+            self.wake_at = wake if self.wake_at is None else min(self.wake_at, wake)
+        return result.verdict.switch
+
+    def _abandon_staged(self, name: str, reason: str) -> None:
+        """Drop a staged release that is no longer desired; current stays on the committed."""
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        self._restore_committed(name, start=False)
+        self._slots(name).empty(rec.pending.slot)
+        self._purge(rec.pending.sha256s)
+        self._transition(name, Event.STAGE_INVALID, reason=reason)
+        self._restore_committed(name, start=True)
 
     def _trial(self, name: str) -> None:
         rec = self.journal.component(name)
@@ -523,8 +654,9 @@ class Agent:
         else:
             self._crash_point("health")
         sha256s = rec.pending.sha256s
+        detail = {**_figures(figures), **transfer_report(rec.pending, slot_dir)}
         self._reported[name] = (rec.pending.release_id, _ALREADY)  # committed was news enough
-        self._transition(name, Event.HEALTH_OK, reason=note, detail=_figures(figures))
+        self._transition(name, Event.HEALTH_OK, reason=note, detail=detail)
         self._crash_point("commit")
         self._resumable.pop(name, None)
         self._purge(sha256s)
@@ -708,6 +840,7 @@ class Agent:
             agent_version=self.config.agent_version,
             disk_free_bytes=self._measure_free(self.config.data_dir),
             components=self.journal.components,
+            accelerators=self.config.accelerators,
         )
         digest = inventory_digest(body)
         if digest != self.journal.inventory_digest:
@@ -775,10 +908,12 @@ def build_agent(config: AgentConfig) -> Agent:
     """The agent with its real parts: HTTPS API, TUF trust, downloader, runtime processes."""
     import httpx
 
-    from edgeota.agent.api_client import ApiClient, make_http_client
+    from edgeota.agent.api_client import make_http_client
+    from edgeota.agent.companions import start_companions
     from edgeota.agent.download import Downloader
     from edgeota.agent.driver import ProcessDriver
     from edgeota.agent.health import check_runtime_health
+    from edgeota.agent.reporting import AgentStatus, ReportingClient
     from edgeota.trust.client import TrustClient
 
     http = make_http_client(config.server_url, config.ca_file, config.http_timeout_s)
@@ -808,11 +943,14 @@ def build_agent(config: AgentConfig) -> Agent:
     def health(base_url: str, slot_dir: Path, timeout_s: float) -> HealthResult:
         return check_runtime_health(base_url, slot_dir, local, timeout_s)
 
-    return Agent(
+    status = AgentStatus()
+    agent = Agent(
         config,
-        api=ApiClient(config.server_url, http),
+        api=ReportingClient(config.server_url, http, status=status, data_dir=config.data_dir),
         trust=trust,
         drivers=driver_for,
         health=health,
         fetcher=Downloader(http, config.downloads_dir, config.download_limits),
     )
+    start_companions(agent, config, status)
+    return agent

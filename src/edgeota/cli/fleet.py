@@ -125,6 +125,12 @@ def show_device(
         device = client.device(device_id)
         recent = client.events(device_id, events)
     out.print_json(data=device)
+    choices = device.get("variant_choice") or {}
+    if choices:
+        variants = Table("component", "variant", "status", "why", title="model variant choice")
+        for component, c in sorted(choices.items()):
+            variants.add_row(component, c["variant"] or "-", c["status"], c["reason"])
+        out.print(variants)
     table = Table("seq", "time", "component", "event", "state", "version", "reason")
     for e in recent:
         table.add_row(

@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from edgeota import __version__
-from edgeota.cli import agent, delta, demo, fleet, rollout, server
+from edgeota.cli import (
+    agent,
+    delta,
+    demo,
+    device_user,
+    fleet,
+    model,
+    monitoring,
+    rollout,
+    server,
+    sim,
+)
 
 app = typer.Typer(
     name="edgeota",
@@ -24,9 +35,18 @@ app.command("deploy")(fleet.deploy)
 app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(fleet.devices_app, name="devices")
 app.add_typer(fleet.enroll_app, name="enroll-token")
-app.command("agent")(agent.run_agent)
+app.add_typer(agent.agent_app, name="agent")
 app.command("demo")(demo.demo)
+app.command("sim")(sim.sim)
 app.add_typer(delta.app, name="delta", help="Create, apply and inspect delta patches.")
+app.add_typer(model.app, name="model")
+app.add_typer(monitoring.events_app, name="events")
+app.command("audit")(monitoring.audit)
+app.add_typer(monitoring.logs_app, name="logs")
+app.add_typer(monitoring.feedback_app, name="feedback")
+app.add_typer(monitoring.mqtt_app, name="mqtt")
+agent.agent_app.command("updates")(device_user.updates)
+agent.agent_app.command("feedback")(device_user.feedback)
 
 
 @app.command("runtime")

@@ -41,6 +41,12 @@ _APPROX_RANKS = (4, 8, 16, 32, 64)
 _APPROX_QBITS = (8, 10, 12)
 _SAMPLE_ROWS = 256  # rows on which candidates are compared
 _SAMPLE_LEVEL = 3
+# Screening before the fit: the update's spectrum on a few rows. The fit (sketch, least
+# squares, candidate scoring) costs ~1 s per million weights; a dense update whose energy is
+# spread over many directions never pays it back, so it is screened out in about 1 ms.
+_SCREEN_ROWS = 64
+_SCREEN_RANK = 16
+_SCREEN_ENERGY = 0.8  # merged LoRA and short fine-tunes measure > 0.98; white noise 0.3-0.45
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,35 @@ def reconstruct(
     with np.errstate(over="ignore", invalid="ignore"):
         total = to_float64(old_bits, kind) + np.ldexp(product, scale)
     return round_from_float64(total, kind)
+
+
+def worth_fitting(old_bits: Bits, new_bits: Bits, kind: FloatKind) -> bool:
+    """Cheap test: does the update look low-rank on a sample of rows?
+
+    Keeps ``fit_lowrank`` for updates whose row sample has at least ``_SCREEN_ENERGY`` of its
+    energy in the top ``_SCREEN_RANK`` singular directions. The sample's spectrum is the
+    whole matrix's projected onto a few rows, so a low-rank update stays low-rank in it.
+    """
+    rows = old_bits.shape[0]
+    if rows <= 2 * _SCREEN_RANK:
+        return True  # too few rows to tell; the fit is cheap there anyway
+    pick = np.linspace(0, rows - 1, min(rows, _SCREEN_ROWS)).astype(np.intp)
+    with np.errstate(all="ignore"):
+        d = to_float64(np.ascontiguousarray(new_bits[pick]), kind) - to_float64(
+            np.ascontiguousarray(old_bits[pick]), kind
+        )
+        if not np.isfinite(d).all():
+            return False
+        try:
+            # Eigenvalues of the small Gram matrix are the squared singular values, without
+            # an SVD of the wide sample.
+            energy = np.sort(np.clip(np.linalg.eigvalsh(d @ d.T), 0.0, None))[::-1]
+        except np.linalg.LinAlgError:
+            return False
+    total = float(energy.sum())
+    if total == 0.0:
+        return False
+    return float(energy[:_SCREEN_RANK].sum()) >= _SCREEN_ENERGY * total
 
 
 def fit_lowrank(

@@ -43,7 +43,9 @@ def dictionary_ranges(old_layout: Layout, old_size: int) -> list[tuple[int, int]
 
 
 def _digest(data: memoryview) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
+    # sha256 runs on the CPU's SHA extensions where present: about twice blake2b's speed here, and
+    # every tensor of both files passes through it.
+    return hashlib.sha256(data).digest()
 
 
 def _same_elements(a: ElementLayout, b: ElementLayout) -> bool:

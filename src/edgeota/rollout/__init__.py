@@ -27,10 +27,18 @@ from edgeota.rollout.commands import (
     rollback,
 )
 from edgeota.rollout.decide import decide
+from edgeota.rollout.gate import (
+    GATE_REASON_PREFIX,
+    awaiting_gate,
+    fail_gate,
+    gate_pending,
+    pass_gate,
+)
 from edgeota.rollout.plan import FIELD_TEST_NAME, Phase, RolloutPlan
 from edgeota.rollout.state import (
     DeviceOutcome,
     DeviceStatus,
+    GateStatus,
     RolloutState,
     RolloutStatus,
 )
@@ -46,6 +54,7 @@ from edgeota.rollout.windows import (
 __all__ = [
     "ALLOWED_FROM",
     "FIELD_TEST_NAME",
+    "GATE_REASON_PREFIX",
     "Action",
     "ActivatePhase",
     "Command",
@@ -53,6 +62,7 @@ __all__ = [
     "Decision",
     "DeviceOutcome",
     "DeviceStatus",
+    "GateStatus",
     "Halt",
     "MaintenanceWindow",
     "Phase",
@@ -63,13 +73,17 @@ __all__ = [
     "SetDesired",
     "abort",
     "apply_command",
+    "awaiting_gate",
     "bucket",
     "can_defer",
     "decide",
+    "fail_gate",
     "forced_apply_at",
+    "gate_pending",
     "in_window",
     "next_allowed_time",
     "next_window_start",
+    "pass_gate",
     "pause",
     "phase_of",
     "resume",

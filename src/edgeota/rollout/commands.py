@@ -8,6 +8,7 @@ state's version, so it races safely with the decision loop under a compare-and-s
     pause     scheduled, running                          paused
     resume    paused                                      running (scheduled if never started)
     resume    halted                                      running, failures counted afresh
+    resume    halted by a failed gate                     scheduled, the gate waived
     abort     scheduled, running, paused, halted          aborted
     rollback  running, paused, halted, completed, aborted rolling_back
 
@@ -26,7 +27,7 @@ from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 
-from edgeota.rollout.state import RolloutState, RolloutStatus
+from edgeota.rollout.state import GateStatus, RolloutState, RolloutStatus
 from edgeota.timeutil import as_utc
 
 
@@ -64,6 +65,15 @@ def pause(state: RolloutState) -> RolloutState:
 
 def resume(state: RolloutState, now: datetime) -> RolloutState:
     _check(Command.RESUME, state)
+    if state.status == R.HALTED and not state.phase_started_at:
+        # Halted by the simulated-environment gate: resuming accepts its failure.
+        return replace(
+            state,
+            status=R.SCHEDULED,
+            gate=GateStatus.WAIVED,
+            failures_counted_since=as_utc(now),
+            version=state.version + 1,
+        )
     if state.status == R.HALTED:
         return replace(
             state,

@@ -9,7 +9,8 @@ converge instead of repeating.
 Rules:
 
 - A scheduled rollout starts its first phase at ``start_at`` (at the first decision made
-  at or after it).
+  at or after it), unless its plan has a simulated-environment gate that has not passed yet:
+  then it stays scheduled, and the caller runs the gate (:mod:`edgeota.rollout.gate`).
 - While running, every started phase is checked against its failure threshold first; the
   first one crossed halts the rollout, and a halted rollout tells no new device.
 - The current phase advances once it meets its success threshold *and* has kept meeting it
@@ -42,6 +43,7 @@ from edgeota.rollout.actions import (
     SetDesired,
 )
 from edgeota.rollout.assign import phase_of
+from edgeota.rollout.gate import awaiting_gate
 from edgeota.rollout.plan import Phase, RolloutPlan
 from edgeota.rollout.state import (
     FAILURES,
@@ -80,6 +82,8 @@ def decide(
     if state.status == RolloutStatus.SCHEDULED:
         if now < state.start_at:
             return Decision(state, (), frozenset(), counts, wake_at=state.start_at)
+        if awaiting_gate(plan, state, now):
+            return Decision(state, (), frozenset(), counts)
         new = replace(state, status=RolloutStatus.RUNNING, phase_started_at=(now,))
         actions.append(ActivatePhase(0, plan.phases[0].name))
     if new.status == RolloutStatus.RUNNING:

@@ -77,8 +77,13 @@ class RolloutPlan:
     seed: str
     phases: tuple[Phase, ...]
     field_test_device_ids: frozenset[str] = frozenset()
+    # Simulated devices that must install the release and stay healthy before the first
+    # phase starts (the simulated-environment gate); 0 means no gate.
+    sim_gate_devices: int = 0
 
     def __post_init__(self) -> None:
+        if self.sim_gate_devices < 0:
+            raise ValueError(f"sim_gate_devices must be >= 0, got {self.sim_gate_devices}")
         if not self.seed:
             raise ValueError("a rollout plan needs a non-empty seed, such as the rollout id")
         if not self.phases:
@@ -123,6 +128,7 @@ class RolloutPlan:
         max_failed: int | None = None,
         max_failed_share: float | None = 0.05,
         soak_seconds: float = 0.0,
+        sim_gate_devices: int = 0,
     ) -> RolloutPlan:
         """A plan whose phases all share one gate: the field test (if any), then percentages."""
 
@@ -132,7 +138,7 @@ class RolloutPlan:
         field_test = frozenset(field_test_device_ids)
         phases = [phase(FIELD_TEST_NAME, None)] if field_test else []
         phases.extend(phase(f"{p:g}%", p) for p in percentages)
-        return cls(seed, tuple(phases), field_test)
+        return cls(seed, tuple(phases), field_test, sim_gate_devices)
 
     @property
     def has_field_test(self) -> bool:

@@ -12,6 +12,14 @@ from enum import StrEnum
 from edgeota.timeutil import as_utc
 
 
+class GateStatus(StrEnum):
+    """The outcome of the simulated-environment gate, for a plan that has one."""
+
+    PASSED = "passed"  # the simulated devices installed the release and stayed healthy
+    FAILED = "failed"  # they did not: the rollout halted before its first phase
+    WAIVED = "waived"  # an operator resumed after a failed gate and accepted it
+
+
 class RolloutStatus(StrEnum):
     SCHEDULED = "scheduled"  # waiting for start_at
     RUNNING = "running"  # phases advance and halt on their own
@@ -42,6 +50,7 @@ class RolloutState:
     halt_reason: str | None = None
     failures_counted_since: datetime | None = None
     version: int = 0
+    gate: GateStatus | None = None  # None: no gate, or its outcome is not known yet
 
     def __post_init__(self) -> None:
         # Normalise times here, once, so that comparisons elsewhere never mix naive and aware.
@@ -58,11 +67,16 @@ class RolloutState:
         started = bool(self.phase_started_at)
         if self.status == RolloutStatus.SCHEDULED and started:
             raise ValueError("a scheduled rollout has no started phase")
+        # A failed gate halts a rollout before its first phase: the one halt without a phase.
+        gate_halt = self.status == RolloutStatus.HALTED and self.gate == GateStatus.FAILED
         if (
             self.status in (RolloutStatus.RUNNING, RolloutStatus.HALTED, RolloutStatus.COMPLETED)
             and not started
+            and not gate_halt
         ):
             raise ValueError(f"a {self.status} rollout has started its first phase")
+        if self.gate == GateStatus.FAILED and started:
+            raise ValueError("a failed gate halts the rollout before any phase starts")
         if self.status == RolloutStatus.HALTED and not self.halt_reason:
             raise ValueError("a halted rollout records why it halted (halt_reason)")
         if self.phase_met_at is not None and not started:

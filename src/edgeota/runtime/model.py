@@ -106,6 +106,12 @@ class LoadedModel:
                 f"model file {path} is {size} bytes, but the slot description says "
                 f"{entry.length}: the slot is damaged; reinstall the release"
             )
+        if path.suffix == ".gguf":
+            raise FormatError(
+                f"model file {path} is a GGUF model; this runtime serves ONNX models, and GGUF "
+                "needs llama.cpp (llama-cpp-python), which it does not drive: publish an ONNX "
+                "variant for this device class"
+            )
         if path.suffix != ".onnx":
             raise FormatError(f"model file {path} is not an .onnx file; this runtime runs ONNX")
         options = ort.SessionOptions()

@@ -30,7 +30,12 @@ REFERENCE_PREFIX = "reference:"
 
 MAX_ABS_ERROR = "max_abs_error"
 MIN_PSNR_DB = "min_psnr_db"
-KNOWN_TOLERANCES = (MAX_ABS_ERROR, MIN_PSNR_DB)
+# Budgets for the runtime, not the outputs: checked by the device's health check from the
+# figures the runtime reports (its inference latency and peak RSS).
+MAX_LATENCY_MS = "max_latency_ms"
+MAX_PEAK_RSS_MB = "max_peak_rss_mb"
+KNOWN_TOLERANCES = (MAX_ABS_ERROR, MIN_PSNR_DB, MAX_LATENCY_MS, MAX_PEAK_RSS_MB)
+_NON_NEGATIVE = (MAX_ABS_ERROR, MAX_LATENCY_MS, MAX_PEAK_RSS_MB)
 
 NON_FINITE_REASON = "outputs contain NaN or Inf"
 
@@ -140,8 +145,9 @@ def check_tolerance(tolerance: Mapping[str, float]) -> None:
     for key, value in tolerance.items():
         if not math.isfinite(value):
             raise ValueError(f"tolerance {key} must be a finite number, got {value}")
-    if tolerance.get(MAX_ABS_ERROR, 0.0) < 0:
-        raise ValueError(f"tolerance {MAX_ABS_ERROR} must not be negative")
+    for key in _NON_NEGATIVE:
+        if tolerance.get(key, 0.0) < 0:
+            raise ValueError(f"tolerance {key} must not be negative")
 
 
 def psnr_db(outputs: Array, references: Array) -> float:

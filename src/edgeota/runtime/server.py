@@ -2,7 +2,11 @@
 
     GET  /healthz    200 {"status": "ok", "component", "version", "release_id"}
     GET  /v1/model   the model's inputs and outputs (name, shape, type)
-    POST /v1/infer   {"inputs": {name: nested lists}} -> {"outputs": {...}, "latency_ms": float}
+    POST /v1/infer   {"inputs": {name: nested lists}}
+                     -> {"outputs": {...}, "latency_ms": float, "peak_rss_mb": float}
+
+``peak_rss_mb`` is the process's peak resident memory so far (loading included), which the
+device's health check holds against the release's ``max_peak_rss_mb`` budget.
 
 Errors are JSON ``{"error": message}``: 400 for a body that is not the JSON object above, 411
 without a Content-Length, 413 past ``max_body_bytes``, 422 for inputs the model cannot take.
@@ -42,6 +46,7 @@ from edgeota.errors import EdgeotaError
 from edgeota.fsutil import atomic_write_text
 from edgeota.runtime.model import LoadedModel
 from edgeota.runtime.probe import Array
+from edgeota.runtime.resources import peak_rss_mb
 
 # A fixed name: under "python -m" __name__ is "__main__".
 logger = logging.getLogger("edgeota.runtime.server")
@@ -221,6 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "outputs": {name: _json_values(value) for name, value in outputs.items()},
                 "latency_ms": latency_ms,
+                "peak_rss_mb": peak_rss_mb(),
             },
         )
 

@@ -5,43 +5,77 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from edgeota import __version__
 from edgeota.errors import InsufficientSpaceError, VerificationError
-from edgeota.server import rollout_loop
+from edgeota.server import delta_builder, monitoring_setup, rollout_loop, sim_gate
 from edgeota.server.artifacts import ArtifactStore, ArtifactTooLargeError
 from edgeota.server.context import AppContext
 from edgeota.server.db import make_engine, make_sessionmaker, session_scope
-from edgeota.server.routers import devices, groups, releases, rollouts, tokens, tuf
+from edgeota.server.metrics import MetricsMiddleware
+from edgeota.server.routers import (
+    dashboard,
+    devices,
+    feedback,
+    groups,
+    metrics,
+    monitoring,
+    notices,
+    releases,
+    rollouts,
+    tokens,
+    tuf,
+)
 from edgeota.server.schemas import ServerInfo
 from edgeota.server.services import devices as device_service
 from edgeota.server.services.errors import ServiceError, UnauthorizedError
 from edgeota.server.settings import ServerSettings
 from edgeota.server.signer import RepositorySigner, open_signer
+from edgeota.server.sim_gate import GateRunner
 from edgeota.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ServerSettings, signer: RepositorySigner | None = None) -> FastAPI:
-    """Build the app for an already prepared data dir (see ``bootstrap.prepare``)."""
+def create_app(
+    settings: ServerSettings,
+    signer: RepositorySigner | None = None,
+    gate_runner: GateRunner | None = None,
+) -> FastAPI:
+    """Build the app for an already prepared data dir (see ``bootstrap.prepare``).
+
+    ``gate_runner`` runs rollouts' simulated-environment gates (default: the fleet
+    simulator's, edgeota.sim.gate).
+    """
     engine = make_engine(settings.resolved_database_url)
     repo = open_signer(settings) if signer is None else signer
+    if gate_runner is None:
+        from edgeota.sim.gate import SimGateRunner
+
+        gate_runner = SimGateRunner()
     ctx = AppContext(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         artifacts=ArtifactStore(settings.artifacts_dir),
         signer=repo,
+        clock=settings.clock(),
+        gate_runner=gate_runner,
     )
+
+    stopping = threading.Event()  # lets a long background pass end between two jobs
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stopping.clear()
+        stop_notices = monitoring_setup.start(ctx)
         tasks = [
             asyncio.create_task(
                 _every(settings.last_seen_flush_interval_s, lambda: _flush_last_seen(ctx))
@@ -50,14 +84,24 @@ def create_app(settings: ServerSettings, signer: RepositorySigner | None = None)
             asyncio.create_task(
                 _every(
                     settings.rollout_interval_s,
-                    lambda: rollout_loop.run_due(ctx.sessions, utcnow),
+                    lambda: rollout_loop.run_due(ctx.sessions, ctx.clock),
                 )
+            ),
+            asyncio.create_task(
+                _every(settings.rollout_interval_s, lambda: sim_gate.run_due(ctx, stopping))
+            ),
+            # One pass at a time per process, in a worker thread: building patches is
+            # CPU-heavy and must not stall the event loop (the check-in path).
+            asyncio.create_task(
+                _every(settings.delta_interval_s, lambda: _build_deltas(ctx, stopping))
             ),
         ]
         await asyncio.to_thread(_refresh, ctx)
         try:
             yield
         finally:
+            stop_notices()
+            stopping.set()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -73,9 +117,17 @@ def create_app(settings: ServerSettings, signer: RepositorySigner | None = None)
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    monitoring_setup.prepare(ctx)
+    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
+    app.mount("/ui/static", StaticFiles(packages=[("edgeota.server", "static")]), name="static")
     for router in (
+        dashboard.router,
         devices.router,
+        feedback.router,
         groups.router,
+        metrics.router,
+        monitoring.router,
+        notices.router,
         releases.router,
         rollouts.router,
         tokens.router,
@@ -134,6 +186,14 @@ def _flush_last_seen(ctx: AppContext) -> None:
     if pending:
         with session_scope(ctx.sessions) as session:
             device_service.flush_last_seen(session, pending)
+
+
+def _build_deltas(ctx: AppContext, stop: threading.Event) -> None:
+    s = ctx.settings
+    config = delta_builder.BuildConfig(
+        claim_timeout_s=s.delta_claim_timeout_s, max_ratio=s.delta_max_ratio
+    )
+    delta_builder.run_pending(ctx.sessions, ctx.artifacts, ctx.signer, config, utcnow, stop)
 
 
 def _refresh(ctx: AppContext) -> None:

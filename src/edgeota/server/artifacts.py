@@ -49,6 +49,34 @@ class ArtifactStore:
         except (FileNotFoundError, ValueError):
             return None
 
+    @property
+    def incoming_dir(self) -> Path:
+        """Where files are written before they reach their name (same file system)."""
+        return self.root / "incoming"
+
+    def adopt_file(self, source: Path) -> tuple[str, int]:
+        """Move a finished file from :attr:`incoming_dir` to its content address.
+
+        Returns its sha256 and length. The hash is computed here, from the bytes on disk,
+        so the file's name is always what its content says.
+        """
+        digest = hashlib.sha256()
+        length = 0
+        with source.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                length += len(chunk)
+            os.fsync(f.fileno())
+        sha256 = digest.hexdigest()
+        final = self.path_for(sha256)
+        if final.is_file():
+            source.unlink()  # the same bytes are stored already
+            return sha256, length
+        final.parent.mkdir(parents=True, exist_ok=True)
+        source.replace(final)
+        fsync_dir(final.parent)
+        return sha256, length
+
     async def put_stream(
         self, chunks: AsyncIterator[bytes], expected_sha256: str, max_bytes: int
     ) -> int:

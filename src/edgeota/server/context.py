@@ -5,13 +5,20 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from edgeota.server.artifacts import ArtifactStore
+from edgeota.server.metrics import ServerMetrics
+from edgeota.server.notices import ChangeFeed, LongPollWaiters
 from edgeota.server.settings import ServerSettings
 from edgeota.server.signer import RepositorySigner
+from edgeota.timeutil import Clock, utcnow
+
+if TYPE_CHECKING:
+    from edgeota.server.sim_gate import GateRunner
 
 
 @dataclass
@@ -39,3 +46,12 @@ class AppContext:
     artifacts: ArtifactStore
     signer: RepositorySigner
     last_seen: LastSeenBuffer = field(default_factory=LastSeenBuffer)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    changes: ChangeFeed = field(default_factory=ChangeFeed)  # committed desired-state changes
+    waiters: LongPollWaiters = field(default_factory=LongPollWaiters)
+    mqtt_device_key: bytes = b""  # derives devices' broker passwords (mqtt_notices)
+    session_key: bytes = b""  # signs dashboard sessions (dashboard_auth)
+    # The rollout engine's clock (simulated time in the fleet simulator, see settings).
+    clock: Clock = utcnow
+    # Runs simulated-environment gates; None: this process runs none (edgeota.server.sim_gate).
+    gate_runner: GateRunner | None = None

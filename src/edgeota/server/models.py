@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -58,6 +59,11 @@ class Device(Base):
     inventory: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Bumped whenever the device's desired state changes: the check-in ETag.
     desired_revision: Mapped[int] = mapped_column(Integer, default=1)
+    # When the device may switch to a new release (edgeota.rollout.windows), as set by an
+    # operator: [{"cron", "duration_s", "time_zone"}]; none means at any time.
+    time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
+    maintenance_windows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    max_deferrals: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class DeviceGroup(Base):
@@ -119,6 +125,42 @@ class ReleaseFile(Base):
     length: Mapped[int] = mapped_column(BigInteger)
     target_path: Mapped[str] = mapped_column(String(512))
     tolerance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What the server chooses a model variant by (services.variants); null on other files.
+    memory_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    quality: Mapped[float | None] = mapped_column(Float, default=None)
+    arch: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    accelerator: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class DeltaJob(Base):
+    """A delta to build from an earlier release's copy of a file to a new release's file.
+
+    Created with the release; claimed by one server process at a time with a conditional
+    UPDATE (``claim_token`` names the claim, so a claim taken over after ``claimed_at`` went
+    stale cannot finish it); ``done`` rows are the deltas devices are told about.
+    """
+
+    __tablename__ = "delta_jobs"
+    __table_args__ = (
+        UniqueConstraint("release_id", "file", "base_sha256"),
+        Index("ix_delta_jobs_release_status", "release_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id", ondelete="CASCADE"))
+    file: Mapped[str] = mapped_column(String(255))
+    base_release_id: Mapped[str] = mapped_column(String(64))
+    base_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    patch_sha256: Mapped[str | None] = mapped_column(String(64))
+    patch_length: Mapped[int | None] = mapped_column(BigInteger)
+    target_path: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime]
 
 
 class Deployment(Base):
@@ -173,6 +215,8 @@ class DeviceEvent(Base):
     __table_args__ = (
         UniqueConstraint("device_id", "seq"),
         Index("ix_device_events_device_time", "device_id", "id"),
+        # Failure counts per release (metrics, dashboard) read only the failure events.
+        Index("ix_device_events_event_release", "event", "release_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -211,6 +255,15 @@ class Rollout(Base):
     switch_policy: Mapped[str] = mapped_column(String(8))
     start_at: Mapped[datetime]
     rollback_of: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id"))
+    # The simulated-environment gate run: which server process runs it (claimed with a
+    # conditional UPDATE, taken over when its heartbeat goes stale) and what it found.
+    gate_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    gate_heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    gate_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Halt when more than this share of the feedback on the release from the rollout's
+    # devices is negative, once at least ``feedback_min_count`` devices have said something.
+    max_negative_feedback_share: Mapped[float | None] = mapped_column(Float)
+    feedback_min_count: Mapped[int] = mapped_column(Integer, default=1)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -233,3 +286,64 @@ class RolloutDevice(Base):
     changed_at: Mapped[datetime]
     # The newest event seq applied: resent or reordered events never move a device back.
     last_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """One operator action or rollout decision: who did what, to what, when, with details."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DeviceLog(Base):
+    """The tail of a device's agent log, uploaded after one of its updates failed.
+
+    Kept in the database, not the artifact store: the store's files are public targets.
+    """
+
+    __tablename__ = "device_logs"
+    __table_args__ = (Index("ix_device_logs_device", "device_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    component: Mapped[str | None] = mapped_column(String(64))
+    release_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    event: Mapped[str | None] = mapped_column(String(64))
+    uploaded_at: Mapped[datetime]
+    size: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Feedback(Base):
+    """What a device's user said about a release: a rating and a short comment, no more.
+
+    ``client_id`` is chosen by the device, so a resent report is stored once. ``rollout_id``
+    is the rollout that told the device to install the release, if any.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("device_id", "client_id"),
+        Index("ix_feedback_release", "release_id", "rollout_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id", ondelete="CASCADE"))
+    rollout_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="SET NULL", name="fk_feedback_rollout_id_rollouts"),
+        index=True,
+    )
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    time: Mapped[datetime]
+    received_at: Mapped[datetime]

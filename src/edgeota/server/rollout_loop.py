@@ -38,9 +38,10 @@ from edgeota.rollout import (
     decide,
     phase_of,
 )
+from edgeota.server import feedback_gate
 from edgeota.server.db import session_scope
 from edgeota.server.models import Device, Release, Rollout, RolloutDevice
-from edgeota.server.services import deployments, groups, rollout_outcomes
+from edgeota.server.services import audit, deployments, groups, rollout_outcomes
 from edgeota.server.services.rollout_codec import (
     DUE_STATUSES,
     LIVE_STATUSES,
@@ -141,6 +142,7 @@ def evaluate(session: Session, rollout_id: int, now: datetime) -> Evaluation | N
     claimed = _claimed_elsewhere(session, rollout) - told.keys()
     targets = [d for d in target_device_ids(session, rollout) if d not in claimed]
     decision = decide(plan, state, told, targets, now)
+    decision = feedback_gate.check(session, rollout, state, decision)
     return Evaluation(
         rollout_id, rollout.release_id, rollout.component, plan, rollout.state_version, decision
     )
@@ -182,11 +184,21 @@ def apply(session: Session, evaluation: Evaluation, now: datetime) -> bool:
             _tell(session, evaluation, action.device_ids, now)
         elif isinstance(action, ActivatePhase):
             log.info("rollout %d: phase %d (%s) started", rid, action.index, action.name)
+            _audit(session, rid, "phase_started", now, phase=action.index, name=action.name)
         elif isinstance(action, Halt):
             log.warning("rollout %d halted: %s", rid, action.reason)
+            _audit(session, rid, "halted", now, reason=action.reason)
         elif isinstance(action, Complete):
             log.info("rollout %d completed", rid)
+            _audit(session, rid, "completed", now)
     return True
+
+
+def _audit(session: Session, rollout_id: int, what: str, now: datetime, **details: Any) -> None:
+    """Record one of the loop's own decisions in the audit trail (its actor is the loop)."""
+    audit.record(
+        session, audit.ROLLOUT_LOOP, f"rollout.{what}", "rollout", rollout_id, details, when=now
+    )
 
 
 def _tell(

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgeota.errors import PolicyError
 from edgeota.fsutil import safe_relative_path
+from edgeota.rollout.windows import MaintenanceWindow
 from edgeota.server.versionspec import check_spec
 from edgeota.targets import check_component_name, parse_version
 
@@ -75,6 +76,9 @@ class Inventory(Strict):
     disk_free_mb: int = Field(ge=0)
     agent_version: str = Field(default="", max_length=32)
     components: dict[str, InstalledComponent] = Field(default_factory=dict, max_length=64)
+    accelerators: list[str] = Field(
+        default_factory=list, max_length=8, description="e.g. ['cuda']; model variants may need one"
+    )
 
 
 class DeviceComponentPublic(BaseModel):
@@ -99,6 +103,19 @@ class DevicePublic(BaseModel):
     inventory: dict[str, Any]
     desired: dict[str, str]  # component -> version
     components: list[DeviceComponentPublic]
+    time_zone: str | None = None
+    windows: list[MaintenanceWindowSpec] = Field(default_factory=list)
+    max_deferrals: int = 0
+    variant_choice: dict[str, VariantChoicePublic] = Field(
+        default_factory=dict,
+        description="per component with model variants: the one this device gets, and why",
+    )
+
+
+class VariantChoicePublic(BaseModel):
+    variant: str | None = Field(description="the chosen variant; null when none fits")
+    status: str = Field(description="chosen, no_variant_fits or awaiting_inventory")
+    reason: str
 
 
 class DeviceGroupsUpdate(Strict):
@@ -124,16 +141,90 @@ class DeviceTagsUpdate(Strict):
         return v
 
 
+class MaintenanceWindowSpec(Strict):
+    """A recurring window in which the device may switch to a new release."""
+
+    cron: str = Field(
+        min_length=1, max_length=128, description="5-field cron of the start, e.g. '0 2 * * *'"
+    )
+    duration_s: int = Field(ge=60, le=7 * 86400, description="how long it stays open")
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="IANA zone of the cron; default: the device's"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        MaintenanceWindow(v, 60, "UTC")  # raises ValueError saying what is wrong with it
+        return v
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            MaintenanceWindow("0 0 * * *", 60, v)
+        return v
+
+
+class DeviceWindowsUpdate(Strict):
+    """A device's maintenance windows, its time zone, and how often its user may defer."""
+
+    time_zone: str | None = Field(default=None, max_length=64, description="IANA, e.g. 'UTC'")
+    windows: list[MaintenanceWindowSpec] = Field(default_factory=list, max_length=16)
+    max_deferrals: int = Field(default=0, ge=0, le=100)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            MaintenanceWindow("0 0 * * *", 60, v)  # raises ValueError naming the zone
+        return v
+
+    def resolved(self) -> list[dict[str, Any]]:
+        """The windows with every time zone filled in, as stored and sent to the device."""
+        zone = self.time_zone or "UTC"
+        return [
+            {"cron": w.cron, "duration_s": w.duration_s, "time_zone": w.time_zone or zone}
+            for w in self.windows
+        ]
+
+
+class SchedulePublic(BaseModel):
+    """When the device may switch: inside a window (none: any time); user deferrals allowed."""
+
+    time_zone: str | None
+    windows: list[MaintenanceWindowSpec]
+    max_deferrals: int
+
+
 class DesiredComponentPublic(BaseModel):
     release_id: str
     version: str
     targets: list[str]
+    size_bytes: int = Field(default=0, description="the full files' bytes, for display only")
+    switch_policy: Literal["window", "now"] = Field(
+        default="now", description="switch only inside a maintenance window, or at once"
+    )
+    deltas: list[str] = Field(
+        default_factory=list,
+        description="signed patch targets of this release (role 'patch'); optional to use",
+    )
+    variant: str | None = Field(
+        default=None, description="the model variant chosen for this device, if any"
+    )
+    status: str | None = Field(
+        default=None,
+        description="'no_variant_fits' or 'awaiting_inventory' (targets then empty): no "
+        "variant can be chosen for this device, so there is nothing to install",
+    )
+    reason: str | None = Field(default=None, description="why this variant, or why none")
 
 
 class DesiredStatePublic(BaseModel):
     revision: int
     poll_interval_s: int
     components: dict[str, DesiredComponentPublic]
+    schedule: SchedulePublic | None = None
 
 
 class EventIn(Strict):
@@ -179,6 +270,17 @@ class ReleaseFileCreate(Strict):
     length: int = Field(ge=0)
     variant: str | None = Field(default=None, max_length=32)
     tolerance: dict[str, float] | None = None
+    # What the server chooses a model variant by (role "model" only).
+    memory_mb: int | None = Field(default=None, ge=0, description="estimated memory need, MiB")
+    quality: float | None = Field(
+        default=None, allow_inf_nan=False, description="quality score; higher is better"
+    )
+    arch: list[str] | None = Field(
+        default=None, min_length=1, max_length=16, description="CPU architectures; null: any"
+    )
+    accelerator: str | None = Field(
+        default=None, min_length=1, max_length=32, description="an accelerator it needs"
+    )
 
     @field_validator("file")
     @classmethod
@@ -228,6 +330,23 @@ class ReleaseFilePublic(BaseModel):
     length: int
     target_path: str
     tolerance: dict[str, Any] | None
+    memory_mb: int | None = None
+    quality: float | None = None
+    arch: list[str] | None = None
+    accelerator: str | None = None
+
+
+class ReleaseDeltaPublic(BaseModel):
+    """One delta of a release's file, from an earlier release's copy of it."""
+
+    file: str
+    base_release_id: str
+    base_sha256: str
+    status: str = Field(description="pending, running, done, failed or skipped")
+    target_path: str | None = Field(description="the signed patch target, once done")
+    sha256: str | None = Field(description="the patch's sha256, once done")
+    length: int | None = Field(description="patch bytes, once built")
+    error: str | None = Field(description="why it failed, or why it was skipped")
 
 
 class ReleasePublic(BaseModel):
@@ -239,6 +358,7 @@ class ReleasePublic(BaseModel):
     created_at: datetime
     created_by: str
     files: list[ReleaseFilePublic]
+    deltas: list[ReleaseDeltaPublic] = Field(default_factory=list)
 
 
 class DeploymentCreate(Strict):
@@ -341,6 +461,22 @@ class RolloutCreate(Strict):
     switch_policy: Literal["window", "now"] = Field(
         default="window", description="switch in the device's maintenance window, or at once"
     )
+    sim_gate_devices: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="simulated devices that must install the release and stay healthy before "
+        "the first phase starts; 0: no simulated-environment gate",
+    )
+    max_negative_feedback_share: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="halt when more than this share of the devices' ratings are 1 or 2",
+    )
+    feedback_min_count: int = Field(
+        default=5, ge=1, description="devices that must have rated before the share counts"
+    )
 
     @field_validator("group", "field_test_group")
     @classmethod
@@ -388,8 +524,13 @@ class RolloutPublic(BaseModel):
     seed: str
     start_at: datetime
     switch_policy: str
+    sim_gate_devices: int = 0
+    gate: str = Field(default="off", description="off, waiting, running, passed, failed, waived")
+    gate_result: dict[str, Any] | None = None
     rollback_of: int | None
     rolled_back_by: int | None
+    max_negative_feedback_share: float | None = None
+    feedback_min_count: int = 1
     created_by: str
     created_at: datetime
     updated_at: datetime

@@ -5,11 +5,14 @@ Built by ``load_settings`` (never at import time), so tests and the CLI each get
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgeota.timeutil import Clock, ScaledClock, utcnow
 
 _PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "admin", "password", "test"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -34,17 +37,66 @@ class ServerSettings(BaseSettings):
     last_seen_flush_interval_s: float = Field(default=5.0, gt=0)
     tuf_refresh_interval_s: float = Field(default=300.0, gt=0)
     rollout_interval_s: float = Field(default=5.0, gt=0)
+    delta_history: int = Field(
+        default=3, ge=0, le=32, description="build deltas from this many earlier releases; 0: none"
+    )
+    delta_interval_s: float = Field(default=2.0, gt=0)
+    delta_claim_timeout_s: float = Field(
+        default=1800.0, gt=0, description="a delta build claimed longer ago is taken over"
+    )
+    delta_max_ratio: float = Field(
+        default=0.9, gt=0, le=1, description="keep a delta only below this share of the file"
+    )
     timestamp_expiry_s: int = Field(default=86400, ge=60)
     timestamp_refresh_margin_s: int | None = Field(
         default=None, ge=0, description="re-sign this long before expiry; default: half of it"
     )
     max_artifact_bytes: int = Field(default=64 * 1024**3, ge=1)
     max_events_per_request: int = Field(default=500, ge=1)
+    # Monitoring, dashboard and notices to devices.
+    device_log_max_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="largest agent log a device may upload"
+    )
+    long_poll_max_s: int = Field(
+        default=60, ge=0, le=300, description="longest ?wait= of the check-in; 0: no long-poll"
+    )
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs dashboard sessions; default: a key in the data dir"
+    )
+    session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    mqtt_url: str | None = Field(
+        default=None, description="broker for notices to devices, mqtts://host:port; None: off"
+    )
+    mqtt_device_url: str | None = Field(
+        default=None, description="the broker as devices reach it; default: mqtt_url"
+    )
+    mqtt_ca_file: Path | None = Field(default=None, description="CA of the broker's certificate")
+    mqtt_username: str = "edgeota-server"
+    mqtt_password: SecretStr | None = None
+    mqtt_device_key: SecretStr | None = Field(
+        default=None, description="derives devices' broker passwords; default: a data-dir key"
+    )
+    # Simulated time, for the fleet simulator: rollout soak times and schedules then run
+    # clock_scale times faster, from clock_start at the wall-clock instant clock_anchor_unix_s.
+    clock_start: datetime | None = None
+    clock_anchor_unix_s: float | None = None
+    clock_scale: float = Field(default=1.0, gt=0)
+    # The simulated-environment gate runs simulated devices against this very server.
+    gate_server_url: str | None = Field(
+        default=None, description="how the gate reaches this server; default: its host and port"
+    )
+    gate_ca_file: Path | None = Field(
+        default=None, description="CA of the server certificate; default: trust --tls-cert itself"
+    )
+    gate_timeout_s: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both --tls-cert and --tls-key, or neither")
+        for url in (self.mqtt_url, self.mqtt_device_url):
+            if url is not None and not url.startswith("mqtts://"):
+                raise ValueError(f"MQTT URL {url!r}: notices go over TLS, use mqtts://host:port")
         if self.environment == "production":
             token = self.bootstrap_admin_token
             if token is not None and (
@@ -55,6 +107,10 @@ class ServerSettings(BaseSettings):
                     "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN is a placeholder or shorter than 24 characters;"
                     " set a random value or leave it unset to have one generated"
                 )
+            if self.clock_start is not None or self.clock_scale != 1.0:
+                raise ValueError("simulated time (EDGEOTA_CLOCK_*) is for development servers")
+            if self.mqtt_url is not None and self.mqtt_password is None:
+                raise ValueError("EDGEOTA_MQTT_URL is set: set EDGEOTA_MQTT_PASSWORD as well")
             if self.tls_cert is None and self.host not in _LOOPBACK_HOSTS:
                 raise ValueError(
                     "production serves devices over HTTPS: give --tls-cert/--tls-key, or bind "
@@ -62,11 +118,35 @@ class ServerSettings(BaseSettings):
                 )
         return self
 
+    def clock(self) -> Clock:
+        """The server's clock: the wall clock, or simulated time when configured."""
+        if self.clock_start is None and self.clock_scale == 1.0:
+            return utcnow
+        wall_now = utcnow()
+        start = wall_now if self.clock_start is None else self.clock_start
+        anchor = self.clock_anchor_unix_s
+        anchor = wall_now.timestamp() if anchor is None else anchor
+        return ScaledClock(start, anchor, self.clock_scale)
+
+    @property
+    def resolved_gate_url(self) -> str:
+        if self.gate_server_url:
+            return self.gate_server_url.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "localhost") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{self.port}"
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'edgeota.db').resolve()}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Keys the server makes for itself (session signing, device broker passwords)."""
+        return self.data_dir / "keys" / "server"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -237,6 +237,13 @@ def test_checkin_is_conditional_and_deploy_changes_it(client: TestClient) -> Non
         "release_id": release["id"],
         "version": "1.0.0",
         "targets": ["denoiser/1.0.0/model.onnx"],
+        "size_bytes": 2,
+        "deltas": [],
+        "switch_policy": "now",  # a plain deployment switches at once
+        # One model file without requirements: no variant choice.
+        "variant": None,
+        "status": None,
+        "reason": None,
     }
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
+from edgeota.server import longpoll
 from edgeota.server.deps import AdminDep, ContextDep, DeviceDep, PrincipalDep, SessionDep
 from edgeota.server.schemas import (
     DesiredStatePublic,
     DeviceGroupsUpdate,
     DevicePublic,
+    DeviceWindowsUpdate,
     EnrollRequest,
     EnrollResponse,
     EventBatch,
@@ -18,7 +21,7 @@ from edgeota.server.schemas import (
     EventPublic,
     Inventory,
 )
-from edgeota.server.services import devices, groups
+from edgeota.server.services import audit, devices, groups, schedules
 from edgeota.server.services.errors import InvalidError
 from edgeota.timeutil import as_utc, utcnow
 
@@ -40,22 +43,37 @@ def enroll(body: EnrollRequest, session: SessionDep, ctx: ContextDep) -> EnrollR
     response_model=DesiredStatePublic,
     responses={304: {"description": "the desired state has not changed since the given ETag"}},
 )
-def desired_state(
+async def desired_state(
     device_id: str,
     device: DeviceDep,
     session: SessionDep,
     ctx: ContextDep,
+    request: Request,
     response: Response,
     if_none_match: Annotated[str | None, Header()] = None,
+    wait: Annotated[
+        int | None, Query(ge=0, le=300, description="long-poll: wait up to this many seconds")
+    ] = None,
 ) -> DesiredStatePublic | Response:
-    """The check-in: most answers are a 304 that costs one primary-key read and no write."""
+    """The check-in: most answers are a 304 that costs one primary-key read and no write.
+
+    With ``?wait=N`` and the current ETag, the answer comes as soon as the desired state
+    changes, or as a 304 after N seconds (at most the server's ``long_poll_max_s``).
+    """
     devices.require_self(device, device_id)
     ctx.last_seen.mark(device.id, utcnow())
     etag = devices.etag_for(device, ctx.settings.poll_interval_s)
     if if_none_match == etag:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        wait_s = min(wait or 0, ctx.settings.long_poll_max_s)
+        changed = wait_s and await longpoll.wait_for_change(ctx, session, device, wait_s, request)
+        if not changed:
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        device = changed
+        etag = devices.etag_for(device, ctx.settings.poll_interval_s)
     response.headers["ETag"] = etag
-    return devices.desired_state(session, device, ctx.settings.poll_interval_s)
+    return await run_in_threadpool(
+        devices.desired_state, session, device, ctx.settings.poll_interval_s
+    )
 
 
 @router.put("/devices/{device_id}/inventory", status_code=status.HTTP_204_NO_CONTENT)
@@ -82,7 +100,9 @@ def post_events(
             f"{len(body.events)} events in one request; send at most "
             f"{ctx.settings.max_events_per_request}"
         )
-    return EventBatchResult(accepted_through=devices.record_events(session, device, body.events))
+    ctx.metrics.observe_update_durations(session, device.id, body.events)
+    accepted = devices.record_events(session, device, body.events, ctx.clock)
+    return EventBatchResult(accepted_through=accepted)
 
 
 @router.get("/devices", response_model=list[DevicePublic])
@@ -125,16 +145,32 @@ def get_events(
 
 
 @router.post("/devices/{device_id}/revoke", response_model=DevicePublic)
-def revoke_device(device_id: str, _: AdminDep, session: SessionDep) -> DevicePublic:
+def revoke_device(device_id: str, admin: AdminDep, session: SessionDep) -> DevicePublic:
     devices.revoke(session, device_id)
+    audit.record(session, admin.name, "device.revoke", "device", device_id)
     return devices.to_public(session, devices.get(session, device_id))
 
 
 @router.put("/devices/{device_id}/groups", response_model=DevicePublic)
 def set_groups(
-    device_id: str, body: DeviceGroupsUpdate, _: AdminDep, session: SessionDep
+    device_id: str, body: DeviceGroupsUpdate, admin: AdminDep, session: SessionDep
 ) -> DevicePublic:
     device = devices.get(session, device_id)
     groups.check_static_names(session, body.groups)
     devices.set_groups(session, device_id, body.groups)
+    details = {"groups": sorted(set(body.groups))}
+    audit.record(session, admin.name, "device.groups", "device", device_id, details)
+    return devices.to_public(session, device)
+
+
+@router.put("/devices/{device_id}/windows", response_model=DevicePublic)
+def set_windows(
+    device_id: str, body: DeviceWindowsUpdate, admin: AdminDep, session: SessionDep
+) -> DevicePublic:
+    """Set when the device may switch to a new release (its maintenance windows, in its time
+    zone) and how many times its user may put an update off; no windows: at any time."""
+    device = devices.get(session, device_id)
+    schedules.set_windows(session, device, body)
+    details = {"windows": device.maintenance_windows, "max_deferrals": body.max_deferrals}
+    audit.record(session, admin.name, "device.windows", "device", device_id, details)
     return devices.to_public(session, device)

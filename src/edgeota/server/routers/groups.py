@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from edgeota.server.deps import AdminDep, SessionDep
 from edgeota.server.schemas import DevicePublic, DeviceTagsUpdate, GroupCreate, GroupPublic
-from edgeota.server.services import devices, groups
+from edgeota.server.services import audit, devices, groups
 
 router = APIRouter(prefix="/api/v1", tags=["groups"])
 
@@ -14,7 +14,10 @@ router = APIRouter(prefix="/api/v1", tags=["groups"])
 @router.post("/groups", response_model=GroupPublic, status_code=status.HTTP_201_CREATED)
 def create_group(body: GroupCreate, admin: AdminDep, session: SessionDep) -> GroupPublic:
     """A dynamic group (``filter``), or a static one (``devices``: added to their groups)."""
-    return groups.create(session, body, admin.name)
+    group = groups.create(session, body, admin.name)
+    details = body.model_dump(mode="json", exclude_none=True, exclude={"name"})
+    audit.record(session, admin.name, "group.create", "group", body.name, details)
+    return group
 
 
 @router.get("/groups", response_model=list[GroupPublic])
@@ -38,16 +41,19 @@ def group_devices(name: str, _: AdminDep, session: SessionDep) -> list[DevicePub
 
 
 @router.delete("/groups/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_group(name: str, _: AdminDep, session: SessionDep) -> Response:
+def delete_group(name: str, admin: AdminDep, session: SessionDep) -> Response:
     """Delete a dynamic group (not while a live rollout targets it)."""
     groups.delete_dynamic(session, name)
+    audit.record(session, admin.name, "group.delete", "group", name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/devices/{device_id}/tags", response_model=DevicePublic)
 def set_tags(
-    device_id: str, body: DeviceTagsUpdate, _: AdminDep, session: SessionDep
+    device_id: str, body: DeviceTagsUpdate, admin: AdminDep, session: SessionDep
 ) -> DevicePublic:
     """Replace a device's tags (key=value); dynamic groups follow on their next use."""
     groups.set_tags(session, device_id, body.tags)
+    details = {"tags": sorted(body.tags)}
+    audit.record(session, admin.name, "device.tags", "device", device_id, details)
     return devices.to_public(session, devices.get(session, device_id))

@@ -14,7 +14,7 @@ from edgeota.server.schemas import (
     ReleaseCreate,
     ReleasePublic,
 )
-from edgeota.server.services import deployments, releases
+from edgeota.server.services import audit, deployments, releases
 
 router = APIRouter(prefix="/api/v1", tags=["releases"])
 
@@ -39,9 +39,19 @@ async def upload_artifact(
 def create_release(
     body: ReleaseCreate, admin: AdminDep, session: SessionDep, ctx: ContextDep, response: Response
 ) -> ReleasePublic:
-    release, created = releases.publish(session, body, ctx.artifacts, ctx.signer, admin.name)
+    release, created = releases.publish(
+        session,
+        body,
+        ctx.artifacts,
+        ctx.signer,
+        admin.name,
+        delta_history=ctx.settings.delta_history,
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
+    else:
+        details = {"component": release.component, "version": release.version}
+        audit.record(session, admin.name, "release.publish", "release", release.id, details)
     return releases.to_public(session, release)
 
 
@@ -64,7 +74,10 @@ def create_deployment(
     body: DeploymentCreate, admin: AdminDep, session: SessionDep
 ) -> DeploymentPublic:
     release = releases.resolve(session, body.release)
-    return deployments.create(session, release, body.group, admin.name)
+    deployment = deployments.create(session, release, body.group, admin.name)
+    details = {"release_id": release.id, "group": body.group, "devices": deployment.devices}
+    audit.record(session, admin.name, "deployment.create", "deployment", deployment.id, details)
+    return deployment
 
 
 @router.get("/deployments", response_model=list[DeploymentPublic])

@@ -9,16 +9,19 @@ from fastapi import APIRouter, Query, status
 from edgeota.rollout import Command, RolloutStatus
 from edgeota.server.deps import AdminDep, ContextDep, SessionDep
 from edgeota.server.schemas import RolloutCreate, RolloutPublic
-from edgeota.server.services import rollouts
-from edgeota.timeutil import utcnow
+from edgeota.server.services import audit, rollouts
 
 router = APIRouter(prefix="/api/v1", tags=["rollouts"])
 
 
 @router.post("/rollouts", response_model=RolloutPublic, status_code=status.HTTP_201_CREATED)
-def create_rollout(body: RolloutCreate, admin: AdminDep, session: SessionDep) -> RolloutPublic:
+def create_rollout(
+    body: RolloutCreate, admin: AdminDep, session: SessionDep, ctx: ContextDep
+) -> RolloutPublic:
     """Create a rollout; the rollout loop starts it at ``start_at`` (default: at once)."""
-    rollout = rollouts.create(session, body, admin.name, utcnow())
+    rollout = rollouts.create(session, body, admin.name, ctx.clock())
+    details = body.model_dump(mode="json", exclude_none=True)
+    audit.record(session, admin.name, "rollout.create", "rollout", rollout.id, details)
     return rollouts.to_public(session, rollout)
 
 
@@ -48,9 +51,10 @@ def command_rollout(
         session,
         rollout_id,
         command,
-        utcnow(),
+        ctx.clock(),
         store=ctx.artifacts,
         signer=ctx.signer,
         by=admin.name,
     )
+    audit.record(session, admin.name, f"rollout.{command.value}", "rollout", rollout_id)
     return rollouts.to_public(session, rollout)

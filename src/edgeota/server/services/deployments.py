@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from edgeota.server import notices
 from edgeota.server.models import (
     Deployment,
     DesiredComponent,
@@ -127,6 +128,7 @@ def set_desired(
                 .where(Device.id.in_(moved))
                 .values(desired_revision=Device.desired_revision + 1)
             )
+            notices.mark_desired_changed(session, moved)
         changed.extend(moved)
     return changed
 

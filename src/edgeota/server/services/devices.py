@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from edgeota.server import security
+from edgeota.server import notices, security
 from edgeota.server.models import (
     DesiredComponent,
     Device,
@@ -28,10 +28,10 @@ from edgeota.server.schemas import (
     EventIn,
     Inventory,
 )
-from edgeota.server.services import deployments, rollout_outcomes
+from edgeota.server.services import deltas, deployments, rollout_outcomes, schedules, variants
 from edgeota.server.services.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from edgeota.server.sqlutil import insert_ignoring_conflicts
-from edgeota.timeutil import as_utc, utcnow
+from edgeota.timeutil import Clock, as_utc, utcnow
 
 _BAD_ENROLLMENT = (
     "enrollment token is unknown, already used or expired; ask an operator for a new one "
@@ -149,22 +149,48 @@ def desired_state(session: Session, device: Device, poll_interval_s: int) -> Des
         .where(DesiredComponent.device_id == device.id)
     ).all()
     components: dict[str, DesiredComponentPublic] = {}
+    patches = deltas.patch_paths(session, [release_id for _, release_id, _ in rows])
+    policies = schedules.switch_policies(session, device.id)
     for component, release_id, version in rows:
-        targets = session.scalars(
-            select(ReleaseFile.target_path)
-            .where(ReleaseFile.release_id == release_id)
-            .order_by(ReleaseFile.file)
-        )
+        resolved = variants.resolve(session, device, release_id)
+        files = [
+            (path, length)
+            for file, path, length in session.execute(
+                select(ReleaseFile.file, ReleaseFile.target_path, ReleaseFile.length)
+                .where(ReleaseFile.release_id == release_id)
+                .order_by(ReleaseFile.file)
+            )
+            if resolved.keeps(file)
+        ]
+        choice = resolved.choice
+        if choice is not None:
+            variants.record_change(session, device, component, release_id, version, choice)
         components[component] = DesiredComponentPublic(
-            release_id=release_id, version=version, targets=list(targets)
+            release_id=release_id,
+            version=version,
+            targets=[path for path, _ in files],
+            size_bytes=sum(length for _, length in files),
+            deltas=resolved.patches(patches.get(release_id, [])),
+            switch_policy=policies.get(component, schedules.NOW),
+            variant=None if choice is None else choice.variant,
+            status=None if choice is None or choice.variant else choice.status,
+            reason=None if choice is None else choice.reason,
         )
     return DesiredStatePublic(
-        revision=device.desired_revision, poll_interval_s=poll_interval_s, components=components
+        revision=device.desired_revision,
+        poll_interval_s=poll_interval_s,
+        components=components,
+        schedule=schedules.schedule_of(device),
     )
 
 
 def put_inventory(session: Session, device: Device, inventory: Inventory) -> None:
-    device.inventory = inventory.model_dump()
+    body = inventory.model_dump()
+    if variants.fit_changed(device.inventory, body) and variants.choices_for(session, device):
+        # The model variant chosen for the device depends on these: a new desired state.
+        device.desired_revision += 1
+        notices.mark_desired_changed(session, [device.id])
+    device.inventory = body
     device.last_seen_at = utcnow()
     for name, installed in inventory.components.items():
         _upsert_component(
@@ -176,11 +202,16 @@ def put_inventory(session: Session, device: Device, inventory: Inventory) -> Non
         )
 
 
-def record_events(session: Session, device: Device, events: Sequence[EventIn]) -> int:
-    """Store a batch idempotently (by device and seq); return the highest seq accepted."""
+def record_events(
+    session: Session, device: Device, events: Sequence[EventIn], clock: Clock = utcnow
+) -> int:
+    """Store a batch idempotently (by device and seq); return the highest seq accepted.
+
+    ``clock`` is the rollout engine's: rollout outcomes are compared with its times.
+    """
     if not events:
         return -1
-    now = utcnow()
+    now = clock()
     insert_ignoring_conflicts(
         session,
         DeviceEvent,
@@ -258,7 +289,9 @@ def list_events(session: Session, device_id: str, limit: int) -> list[DeviceEven
         session.scalars(
             select(DeviceEvent)
             .where(DeviceEvent.device_id == device_id)
-            .order_by(DeviceEvent.seq.desc())
+            # In the order the server stored them: the server's own events (variant_chosen)
+            # have no place in the device's sequence.
+            .order_by(DeviceEvent.id.desc())
             .limit(limit)
         )
     )
@@ -298,6 +331,10 @@ def to_public(session: Session, device: Device) -> DevicePublic:
             )
             for c in components
         ],
+        time_zone=device.time_zone,
+        windows=schedules.windows_of(device),
+        max_deferrals=device.max_deferrals or 0,
+        variant_choice=variants.choices_for(session, device),
     )
 
 

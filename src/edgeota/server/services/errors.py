@@ -29,3 +29,7 @@ class ForbiddenError(ServiceError):
 
 class InvalidError(ServiceError):
     status_code = 422
+
+
+class PayloadTooLargeError(ServiceError):
+    status_code = 413

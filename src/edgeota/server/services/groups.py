@@ -5,14 +5,18 @@ A **dynamic** group is a stored filter over device tags, hardware class, region 
 ``region``) and installed component versions; it is resolved whenever it is used, so a
 device whose tags or versions change joins or leaves it without anyone editing the group.
 One name is one kind: a dynamic group's name cannot also be used as a static group.
+
+Static groups named ``simulated`` or ``simulated-…`` hold simulated devices (the fleet
+simulator's, and the simulated-environment gate's). Every other group leaves those devices
+out, whatever its filter says, so a simulated device never gets a real rollout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from edgeota.server.models import (
     Device,
@@ -39,19 +43,35 @@ def set_tags(session: Session, device_id: str, tags: Iterable[str]) -> None:
     session.flush()
 
 
+SIMULATED = "simulated"
+
+
+def is_simulated_group(name: str) -> bool:
+    return name == SIMULATED or name.startswith(f"{SIMULATED}-")
+
+
+def _is_simulated_device() -> ColumnElement[bool]:
+    member = aliased(DeviceGroup)  # the outer query may join device_groups itself
+    return exists().where(
+        member.device_id == Device.id,
+        or_(member.group_name == SIMULATED, member.group_name.like(f"{SIMULATED}-%")),
+    )
+
+
 def devices_in_group(session: Session, name: str) -> list[str]:
     """The ids of the enrolled, unrevoked devices in a static or dynamic group, sorted."""
     dynamic = session.get(DynamicGroup, name)
     if dynamic is not None:
         return _resolve(session, GroupFilter.model_validate(dynamic.filter))
-    return list(
-        session.scalars(
-            select(Device.id)
-            .join(DeviceGroup, DeviceGroup.device_id == Device.id)
-            .where(DeviceGroup.group_name == name, Device.revoked_at.is_(None))
-            .order_by(Device.id)
-        )
+    query = (
+        select(Device.id)
+        .join(DeviceGroup, DeviceGroup.device_id == Device.id)
+        .where(DeviceGroup.group_name == name, Device.revoked_at.is_(None))
+        .order_by(Device.id)
     )
+    if not is_simulated_group(name):
+        query = query.where(~_is_simulated_device())
+    return list(session.scalars(query))
 
 
 def exists_group(session: Session, name: str) -> bool:
@@ -64,7 +84,7 @@ def exists_group(session: Session, name: str) -> bool:
 
 
 def _resolve(session: Session, spec: GroupFilter) -> list[str]:
-    query = select(Device.id).where(Device.revoked_at.is_(None))
+    query = select(Device.id).where(Device.revoked_at.is_(None), ~_is_simulated_device())
     if spec.hardware_class:
         query = query.where(Device.hardware_class.in_(spec.hardware_class))
     wanted = dict(parse_tag(t) for t in spec.tags)
@@ -106,6 +126,11 @@ def create(session: Session, body: GroupCreate, created_by: str) -> GroupPublic:
             "or change a device's static groups with PUT /api/v1/devices/{id}/groups"
         )
     if body.filter is not None:
+        if is_simulated_group(body.name):
+            raise ConflictError(
+                f"group names {SIMULATED!r} and {SIMULATED}-… are reserved for simulated "
+                "devices (static groups the fleet simulator enrolls into); choose another name"
+            )
         session.add(
             DynamicGroup(
                 name=body.name,

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from edgeota.server.artifacts import ArtifactStore
 from edgeota.server.models import Release, ReleaseFile
 from edgeota.server.schemas import ReleaseCreate, ReleaseFilePublic, ReleasePublic
+from edgeota.server.services import deltas, variants
 from edgeota.server.services.errors import ConflictError, InvalidError, NotFoundError
 from edgeota.targets import TargetCustom, parse_version, target_path
 from edgeota.timeutil import as_utc, utcnow
@@ -37,7 +38,15 @@ def release_id_for(body: ReleaseCreate) -> str:
         "hardware": sorted(body.hardware),
         "needs": dict(sorted(body.needs.items())),
         "files": sorted(
-            (f.file, f.role, f.sha256, f.length, f.variant, sorted((f.tolerance or {}).items()))
+            (
+                f.file,
+                f.role,
+                f.sha256,
+                f.length,
+                f.variant,
+                sorted((f.tolerance or {}).items()),
+                *variants.id_parts(f),
+            )
             for f in body.files
         ),
     }
@@ -51,8 +60,14 @@ def publish(
     store: ArtifactStore,
     signer: TargetSigner,
     created_by: str,
+    *,
+    delta_history: int = deltas.DEFAULT_HISTORY,
 ) -> tuple[Release, bool]:
-    """Publish a release; return it and whether it is new (False: same content existed)."""
+    """Publish a release; return it and whether it is new (False: same content existed).
+
+    A new release also gets its delta jobs queued, in the same transaction, from the last
+    ``delta_history`` releases of the component (see ``services.deltas``).
+    """
     release_id = release_id_for(body)
     existing = session.scalar(
         select(Release).where(Release.component == body.component, Release.version == body.version)
@@ -65,9 +80,7 @@ def publish(
             f"(release {existing.id}); publish the new content under a higher version"
         )
     _check_files(body, store)
-    probe_count = sum(1 for f in body.files if f.role == "probe")
-    if probe_count > 1:
-        raise InvalidError("a release may carry at most one probe set (role 'probe')")
+    variants.check_release_files(body)
     for f in body.files:
         if f.tolerance is not None and f.role != "probe":
             raise InvalidError(f"file {f.file!r}: only the probe set may carry a tolerance")
@@ -83,6 +96,10 @@ def publish(
             hardware=tuple(body.hardware),
             needs=dict(body.needs),
             tolerance=f.tolerance,
+            memory_mb=f.memory_mb,
+            quality=f.quality,
+            arch=None if f.arch is None else tuple(f.arch),
+            accelerator=f.accelerator,
         )
         for f in body.files
     ]
@@ -114,10 +131,15 @@ def publish(
             length=f.length,
             target_path=target_path(body.component, body.version, f.file),
             tolerance=f.tolerance,
+            memory_mb=f.memory_mb,
+            quality=f.quality,
+            arch=f.arch,
+            accelerator=f.accelerator,
         )
         for f in body.files
     )
     session.flush()
+    deltas.enqueue(session, release, delta_history)
     return release, True
 
 
@@ -179,7 +201,12 @@ def to_public(session: Session, release: Release) -> ReleasePublic:
                 length=f.length,
                 target_path=f.target_path,
                 tolerance=f.tolerance,
+                memory_mb=f.memory_mb,
+                quality=f.quality,
+                arch=f.arch,
+                accelerator=f.accelerator,
             )
             for f in files
         ],
+        deltas=deltas.for_release(session, release.id),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from edgeota.rollout import Phase, RolloutPlan, RolloutState, RolloutStatus
+from edgeota.rollout import GateStatus, Phase, RolloutPlan, RolloutState, RolloutStatus
 
 S = RolloutStatus
 # Rollouts that may still tell devices, or be resumed to: they own the devices they told.
@@ -18,6 +18,7 @@ del S
 def plan_to_json(plan: RolloutPlan) -> dict[str, Any]:
     return {
         "seed": plan.seed,
+        "sim_gate_devices": plan.sim_gate_devices,
         "field_test_device_ids": sorted(plan.field_test_device_ids),
         "phases": [
             {
@@ -38,6 +39,7 @@ def plan_from_json(data: dict[str, Any]) -> RolloutPlan:
         seed=data["seed"],
         phases=tuple(Phase(**p) for p in data["phases"]),
         field_test_device_ids=frozenset(data["field_test_device_ids"]),
+        sim_gate_devices=int(data.get("sim_gate_devices", 0)),
     )
 
 
@@ -58,6 +60,7 @@ def state_to_json(state: RolloutState) -> dict[str, Any]:
         "halt_reason": state.halt_reason,
         "failures_counted_since": _time(state.failures_counted_since),
         "version": state.version,
+        "gate": None if state.gate is None else state.gate.value,
     }
 
 
@@ -70,4 +73,5 @@ def state_from_json(data: dict[str, Any]) -> RolloutState:
         halt_reason=data["halt_reason"],
         failures_counted_since=_parse(data["failures_counted_since"]),
         version=data["version"],
+        gate=None if data.get("gate") is None else GateStatus(data["gate"]),
     )

@@ -41,6 +41,9 @@ EVENT_OUTCOMES: dict[str, DeviceStatus] = {
     "trial_interrupted": D.UPDATING,
     "health_failed": D.UPDATING,
     "attempts_exhausted": D.UPDATING,
+    # Staged, and waiting for a maintenance window (or the user put it off).
+    "waiting_for_window": D.UPDATING,
+    "deferred": D.UPDATING,
 }
 del D
 

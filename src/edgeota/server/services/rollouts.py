@@ -22,7 +22,7 @@ from edgeota.rollout import (
     apply_command,
     phase_of,
 )
-from edgeota.server import rollout_loop
+from edgeota.server import rollout_loop, sim_gate
 from edgeota.server.artifacts import ArtifactStore
 from edgeota.server.models import Release, Rollout, RolloutDevice
 from edgeota.server.schemas import RolloutCreate, RolloutPhasePublic, RolloutPublic
@@ -60,6 +60,7 @@ def create(session: Session, body: RolloutCreate, created_by: str, now: datetime
             max_failed=body.max_failed,
             max_failed_share=body.max_failed_share,
             soak_seconds=body.soak_s,
+            sim_gate_devices=body.sim_gate_devices,
         )
     except ValueError as e:
         raise InvalidError(f"rollout plan: {e}") from e
@@ -75,6 +76,8 @@ def create(session: Session, body: RolloutCreate, created_by: str, now: datetime
         group=body.group,
         switch_policy=body.switch_policy,
     )
+    rollout.max_negative_feedback_share = body.max_negative_feedback_share
+    rollout.feedback_min_count = body.feedback_min_count
     if body.seed is None:
         # The rollout id makes a good seed: each rollout spreads devices over phases anew.
         rollout.plan = plan_to_json(replace(plan, seed=f"rollout-{rollout.id}"))
@@ -311,7 +314,12 @@ def to_public(session: Session, rollout: Rollout) -> RolloutPublic:
         seed=plan.seed,
         start_at=as_utc(rollout.start_at),
         switch_policy=rollout.switch_policy,
+        sim_gate_devices=plan.sim_gate_devices,
+        gate=sim_gate.gate_label(plan, state, rollout),
+        gate_result=rollout.gate_result,
         rollback_of=rollout.rollback_of,
+        max_negative_feedback_share=rollout.max_negative_feedback_share,
+        feedback_min_count=rollout.feedback_min_count,
         rolled_back_by=session.scalar(select(Rollout.id).where(Rollout.rollback_of == rollout.id)),
         created_by=rollout.created_by,
         created_at=as_utc(rollout.created_at),

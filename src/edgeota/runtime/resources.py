@@ -1,0 +1,29 @@
+"""The process's own peak memory, as the runtime reports it and the model build measures it.
+
+``getrusage(RUSAGE_SELF).ru_maxrss`` is the obvious source, but on Linux it carries over the
+parent's peak across fork and exec (the kernel folds the old address space's high-water
+mark into it at exec), so a runtime started by a large agent would report the agent's
+memory. ``VmHWM`` in ``/proc/self/status`` is the high-water mark of this process's own
+address space; it is used where it exists, ``getrusage`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB."""
+    try:
+        for line in _STATUS.read_text("ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # the kernel reports kB
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB; macOS reports bytes.
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
