@@ -93,6 +93,21 @@ def wait_serving(data_dir: Path, release_id: str) -> None:
     )
 
 
+def runtime_processes(data_dir: Path) -> list[int]:
+    """Runtime processes serving a slot of ``data_dir`` (whoever started them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "edgeota.runtime.server" in cmdline and str(data_dir) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def start(fleet: Fleet, data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
     argv = fleet.agent_argv(data_dir, *extra)
     port = argv[argv.index("--runtime-port") + 1]
@@ -250,6 +265,9 @@ def test_kill_9_then_restart_ends_on_a_committed_working_slot(
     wait_serving(data_dir, v2["id"])
     committed = [e for e in events(fleet.server, "dev-1") if e["event"] == "committed"]
     assert committed[0]["version"] == "2.0.0"  # newest first
+    # The runtime the killed agent left behind was stopped by the restarted one.
+    stop(fleet, restarted)
+    assert runtime_processes(data_dir) == []
 
 
 def test_second_agent_on_same_data_dir_is_refused(

@@ -9,7 +9,6 @@ time window. :class:`FakeDriver` is the in-memory stand-in for tests.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import select
 import signal
@@ -199,8 +198,10 @@ class ProcessDriver(RuntimeDriver):
         except (FileNotFoundError, ValueError):
             return
         args = [a.decode(errors="replace") for a in raw.split(b"\0")]
-        # Only a process that still looks like a runtime on our port: pids get reused.
-        if any(a == "--port" and b == str(self.port) for a, b in itertools.pairwise(args)):
+        # Only a process that still runs our runtime command: pids get reused. The port is
+        # not part of the test, so a runtime left on another port (an agent restarted with
+        # a new --runtime-port) is stopped too.
+        if args[: len(self.command)] == list(self.command):
             _stop_group(pid, lambda t: _wait_pid(pid, t), self.stop_grace_s)
 
     def supervise(self) -> None:
