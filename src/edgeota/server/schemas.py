@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from edgeota.errors import PolicyError
 from edgeota.fsutil import safe_relative_path
@@ -16,6 +23,15 @@ from edgeota.targets import check_component_name, parse_version
 
 Name = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+def _check_group_names(names: list[str]) -> list[str]:
+    for name in names:
+        check_name(name, "group")
+    return names
+
+
+GroupNames = Annotated[list[str], AfterValidator(_check_group_names)]
 
 
 class Strict(BaseModel):
@@ -35,15 +51,8 @@ class TokenPublic(BaseModel):
 
 
 class EnrollmentTokenCreate(Strict):
-    groups: list[str] = Field(default_factory=list, max_length=32)
+    groups: GroupNames = Field(default_factory=list, max_length=32)
     expires_in_s: int = Field(default=86400, ge=60, le=365 * 86400)
-
-    @field_validator("groups")
-    @classmethod
-    def _groups(cls, v: list[str]) -> list[str]:
-        for g in v:
-            check_name(g, "group")
-        return v
 
 
 class EnrollRequest(Strict):
@@ -119,14 +128,7 @@ class VariantChoicePublic(BaseModel):
 
 
 class DeviceGroupsUpdate(Strict):
-    groups: list[str] = Field(max_length=32)
-
-    @field_validator("groups")
-    @classmethod
-    def _groups(cls, v: list[str]) -> list[str]:
-        for g in v:
-            check_name(g, "group")
-        return v
+    groups: GroupNames = Field(max_length=32)
 
 
 class DeviceTagsUpdate(Strict):
