@@ -11,9 +11,10 @@ from typing import Any
 
 from edgeota.errors import FormatError, PolicyError
 from edgeota.fsutil import safe_join, safe_relative_path
+from edgeota.targets import RELEASE_FILE_ROLES
 
 MANIFEST_NAME = "release.json"
-_ROLES = ("model", "probe", "file")
+_ROLES = RELEASE_FILE_ROLES
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ meaning of an existing one. Version 1::
         "component": "denoiser",          # the updatable unit on the device
         "version": "2.0.0",               # semver of the release
         "release_id": "rel-3f1c...",      # content-derived unique ID of the release
-        "role": "model",                  # model | probe | file | patch
+        "role": "model",                  # model | probe | file | patch | container | image | layer
         "file": "model.onnx",             # path inside the installed slot (relative, no ..)
         "variant": "fp32",                # model variant, or null
         "hardware": ["*"],                # device hardware classes it may install on; "*" = any
@@ -30,6 +30,11 @@ Optional keys, present only when set (targets without them sign exactly as befor
   (``platform.machine()`` names such as ``x86_64``, ``aarch64``); absent: any;
 - ``accelerator`` (string, role=model): an accelerator the variant needs (e.g. ``cuda``);
   absent: none.
+
+Container components (docs/containers.md) use three more roles: ``container`` (the
+container settings, ``container.json``), ``image`` (the image's docker-archive
+``manifest.json``) and ``layer`` (one image layer, named by its sha256, so a layer the device
+already has is not sent again).
 
 The server chooses each device's variant with these; the probe set's ``tolerance`` may also
 carry ``max_latency_ms`` and ``max_peak_rss_mb``, budgets the runtime must stay within.
@@ -54,7 +59,9 @@ from edgeota.fsutil import safe_relative_path
 
 SCHEMA_VERSION = 1
 CUSTOM_KEY = "edgeota"
-ROLES = frozenset({"model", "probe", "file", "patch"})
+ROLES = frozenset({"model", "probe", "file", "patch", "container", "image", "layer"})
+# The file roles a published release may have (patches are made by the server).
+RELEASE_FILE_ROLES = ("model", "probe", "file", "container", "image", "layer")
 ANY_HARDWARE = "*"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

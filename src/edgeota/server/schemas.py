@@ -267,7 +267,7 @@ class EventPublic(BaseModel):
 
 class ReleaseFileCreate(Strict):
     file: str = Field(min_length=1, max_length=255)
-    role: Literal["model", "probe", "file"]
+    role: Literal["model", "probe", "file", "container", "image", "layer"]
     sha256: str = Sha256
     length: int = Field(ge=0)
     variant: str | None = Field(default=None, max_length=32)
