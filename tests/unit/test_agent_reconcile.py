@@ -75,15 +75,21 @@ class Repo:
         release_id: str | None = None,
         model: bytes | None = None,
         tamper: bool = False,
+        needs: dict[str, str] | None = None,
+        variant: str | None = None,
+        files: dict[str, tuple[str, bytes]] | None = None,
     ) -> DesiredComponent:
         release_id = release_id or f"rel-{component}-{version}"
-        files = {
-            "model.onnx": ("model", model or f"model {version}".encode() * 100),
-            "probe.npz": ("probe", f"probe {version}".encode()),
+        # Other components and variants get other bytes (the downloads folder is by sha256).
+        default = (component, variant) == (COMPONENT, None)
+        tag = version if default else f"{component} {version} {variant}"
+        files = files or {
+            "model.onnx": ("model", model or f"model {tag}".encode() * 100),
+            "probe.npz": ("probe", f"probe {tag}".encode()),
         }
         paths = []
         for name, (role, data) in files.items():
-            path = f"{component}/{version}/{name}"
+            path = f"{component}/{version}/{variant + '/' if variant else ''}{name}"
             sha = hashlib.sha256(data).hexdigest()
             url = f"http://files.test/{component}/{version}/{sha}.{name}"
             custom = TargetCustom(
@@ -94,11 +100,13 @@ class Repo:
                 file=name,
                 hardware=hardware,
                 tolerance={"max_abs_error": 0.1} if role == "probe" else None,
+                needs=dict(needs or {}),
+                variant=variant if role == "model" else None,
             )
             self.targets[path] = VerifiedTarget(path, len(data), sha, custom, url)
             self.blobs[url] = data[:-1] + b"!" if tamper else data
             paths.append(path)
-        return DesiredComponent(release_id, version, tuple(paths))
+        return DesiredComponent(release_id, version, tuple(paths), variant=variant)
 
     # TrustSource
     def refresh(self) -> None:

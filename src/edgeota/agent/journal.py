@@ -38,6 +38,8 @@ _TORN_HINT = (
 class ReleaseRef:
     version: str
     release_id: str
+    variant: str | None = None  # the model variant installed, for releases with variants
+    needs: dict[str, str] = field(default_factory=dict)  # signed needs of other components
 
 
 @dataclass
@@ -53,6 +55,8 @@ class PendingRelease:
     # with the commit, and kept here so a restart mid-update does not forget them.
     downloaded_bytes: dict[str, int] = field(default_factory=dict)
     delta_files: list[str] = field(default_factory=list)
+    variant: str | None = None
+    needs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +72,9 @@ class ComponentRecord:
     last_error: str | None = None
     # A staged release waiting for its maintenance window, and the user's deferrals of it.
     wait: SwitchWait | None = None
+    # Passed its health check but kept on trial until these components' releases, which
+    # need it, are committed too: if one of them fails, this one rolls back with it.
+    held_for: list[str] = field(default_factory=list)
 
     def mark_failed(self, release_id: str) -> None:
         if release_id not in self.failed_release_ids:
@@ -241,6 +248,7 @@ def _record_from(raw: dict[str, Any]) -> ComponentRecord:
         failed_release_ids=[str(r) for r in raw.get("failed_release_ids", [])],
         last_error=None if raw.get("last_error") is None else str(raw["last_error"]),
         wait=None if raw.get("wait") is None else SwitchWait.from_json(raw["wait"]),
+        held_for=[str(n) for n in raw.get("held_for", [])],
     )
     if rec.state is not State.IDLE and rec.pending is None:
         raise ValueError(f"state {rec.state.value!r} without a pending release")

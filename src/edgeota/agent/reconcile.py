@@ -25,7 +25,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +39,14 @@ from edgeota.agent.api_client import (
     inventory_digest,
 )
 from edgeota.agent.config import DEFAULT_POLL_INTERVAL_S, AgentConfig
+from edgeota.agent.decision import (
+    ALREADY,
+    Decision,
+    decide,
+    held_by,
+    signed_needs,
+    signed_variant,
+)
 from edgeota.agent.delta_fetch import DeltaFetcher, DeltaPlan, record_fetched, transfer_report
 from edgeota.agent.diskspace import FreeBytes, NotEnoughSpaceError, ensure_free, free_bytes
 from edgeota.agent.download import DownloadCancelledError, Fetcher
@@ -54,13 +61,19 @@ from edgeota.errors import (
     TransportError,
     UntrustedError,
 )
+from edgeota.needs import Running, install_order
 from edgeota.slotinfo import SlotFile, SlotInfo
-from edgeota.targets import VerifiedTarget, check_component_name, parse_version
+from edgeota.targets import VerifiedTarget, check_component_name
 
 log = logging.getLogger(__name__)
 
+KIND_MODEL, KIND_CONTAINER = "model", "container"
+_NO_ENGINE = (
+    "this release runs as a container, and this agent has no container engine: start it "
+    "with --container-engine podman (or docker)"
+)
+
 _REASON_CHARS = 1000
-_ALREADY = "this release is already installed"
 
 
 # -- the boundaries, each with a real implementation and a fake in the tests -----------------
@@ -81,80 +94,6 @@ class AgentSetupError(EdgeotaError):
     """The configuration cannot make a working agent (say, no trusted root)."""
 
 
-# -- the decision, on signed data only ----------------------------------------------------
-@dataclass(frozen=True)
-class Decision:
-    action: str  # "install" | "already_installed" | "refuse"
-    reason: str | None = None
-
-
-def decide(
-    component: str,
-    desired: DesiredComponent,
-    targets: Sequence[VerifiedTarget],
-    record: ComponentRecord,
-    hardware_class: str,
-    installed: Mapping[str, str],
-) -> Decision:
-    """Whether to install ``desired``, judged on the signed ``custom`` of its ``targets``.
-
-    ``installed`` maps other components to their committed versions (for ``needs``).
-    """
-
-    def refuse(reason: str) -> Decision:
-        return Decision("refuse", reason)
-
-    if not targets:
-        return refuse("the desired release lists no target files")
-    for t in targets:
-        c = t.custom
-        if c.component != component:
-            return refuse(f"{t.path} is signed for component {c.component!r}, not {component!r}")
-        if (c.version, c.release_id) != (desired.version, desired.release_id):
-            return refuse(
-                f"{t.path} is signed as {c.version} ({c.release_id}), but the server asked for "
-                f"{desired.version} ({desired.release_id})"
-            )
-        if not c.fits_hardware(hardware_class):
-            return refuse(
-                f"{t.path} is signed for hardware {list(c.hardware)}, not {hardware_class!r}"
-            )
-        if c.role == "patch":
-            return refuse(f"{t.path} is a delta patch; this agent installs full files only")
-        for need, spec in c.needs.items():
-            have = installed.get(need)
-            try:
-                met = have is not None and parse_version(have).match(spec)
-            except (ValueError, PolicyError):
-                met = False
-            if not met:
-                return refuse(f"release needs {need} {spec}; installed: {have or 'nothing'}")
-    files = [t.custom.file for t in targets]
-    if len(set(files)) != len(files):
-        return refuse("two targets of the release install to the same file")
-    new = parse_version(desired.version)
-    if record.committed is not None:
-        current = parse_version(record.committed.version)
-        if new < current:
-            return refuse(
-                f"{desired.version} is older than the installed {current}: installed versions "
-                "never go down"
-            )
-        if new == current:
-            if desired.release_id == record.committed.release_id:
-                return Decision("already_installed", _ALREADY)
-            return refuse(
-                f"{desired.version} is installed as {record.committed.release_id}; a release "
-                f"with other content ({desired.release_id}) needs a new version"
-            )
-    if desired.release_id in record.failed_release_ids:
-        return refuse(
-            f"{desired.release_id} failed its health check on this device; it is not retried "
-            "until a newer release is desired"
-        )
-    return Decision("install")
-
-
 def _sigkill(point: str) -> None:
     log.warning("fault plan: SIGKILL at crash point %r", point)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -168,6 +107,7 @@ class Agent:
         api: DeviceApi,
         trust: TrustSource,
         drivers: Callable[[str], RuntimeDriver],
+        container_drivers: Callable[[str], RuntimeDriver] | None = None,
         health: HealthCheck,
         fetcher: Fetcher,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -182,7 +122,9 @@ class Agent:
         self.fetcher = fetcher
         self._deltas = DeltaFetcher(fetcher, config.downloads_dir)
         self._make_driver = drivers
+        self._make_container_driver = container_drivers
         self._drivers: dict[str, RuntimeDriver] = {}
+        self._driver_kinds: dict[str, str] = {}
         self._now = now
         self._rng = rng or random.Random()
         self._crash = crash
@@ -202,6 +144,9 @@ class Agent:
         # When a staged release waiting for its window may switch, in the agent's clock: a
         # scheduler may run the next pass then rather than a poll interval later.
         self.wake_at: datetime | None = None
+        # The releases other components are about to install (signed version and needs), by
+        # component; None until the first pass has looked (held sets wait for it).
+        self._plans: dict[str, Running] | None = None
 
     # -- life cycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -244,7 +189,7 @@ class Agent:
         try:
             while not self._stop.is_set():
                 failures = 0 if self.run_once() else failures + 1
-                self._pause(self.next_delay_s(failures))
+                self._pause(self._until_next_pass(failures))
         finally:
             self.close()
 
@@ -260,6 +205,13 @@ class Agent:
             if left <= 0 or self._wake.wait(min(left, 1.0)):
                 break
         self._wake.clear()
+
+    def _until_next_pass(self, failures: int) -> float:
+        """The poll delay, cut short when a staged release's window opens sooner."""
+        delay = self.next_delay_s(failures)
+        if self.wake_at is not None:
+            delay = min(delay, max(0.0, (self.wake_at - self._now()).total_seconds()))
+        return delay
 
     def next_delay_s(self, failures: int) -> float:
         """Seconds to the next pass: the poll interval, or a capped back-off, both jittered."""
@@ -316,7 +268,13 @@ class Agent:
         wanted = dict(self.desired.components) if self.desired else {}
         busy = [n for n, r in self.journal.components.items() if r.state is not State.IDLE]
         self._trust_fresh = False
-        for name in sorted(set(wanted) | set(busy)):
+        try:
+            self._plans = self._plan(wanted)
+        except TransportError as e:
+            log.warning("metadata refresh failed: %s", e)
+            self._plans, reached = {}, False
+        needs = {n: dict(p.needs) for n, p in self._plans.items()}
+        for name in install_order(needs, set(wanted) | set(busy)):
             if self._stop.is_set():
                 break
             try:
@@ -330,6 +288,7 @@ class Agent:
                 self.journal = Journal.load(self.config.journal_path)
                 self._recover()
                 reached = False
+        self._settle_holds()
         self._sweep_downloads()
         try:
             self._flush_outbox()
@@ -381,9 +340,9 @@ class Agent:
             return  # only reached if recovery could not finish; it retries on the next start
         if desired is None:
             return
-        if rec is not None and rec.committed and rec.committed.release_id == desired.release_id:
+        if rec is not None and _is_committed(rec, desired):
             # The steady state: nothing to look up; a re-deploy is told once (row 20).
-            self._tell_refusal(name, desired, _ALREADY, event="already_installed")
+            self._tell_refusal(name, desired, ALREADY, event="already_installed")
             return
         if desired.status is not None:
             # The server found no model variant this device can run (or still waits for its
@@ -400,15 +359,56 @@ class Agent:
             self._tell_refusal(name, desired, str(e))
             return
         record = rec or ComponentRecord()
-        decision = decide(
-            name, desired, targets, record, self.config.hardware_class, self._installed()
-        )
+        decision = self._decide(name, desired, targets, record)
         if decision.action == "install":
             self._start_update(name, desired, targets)
         elif decision.action == "already_installed":
             self._tell_refusal(name, desired, decision.reason or "", event="already_installed")
+        elif decision.action == "wait":
+            self._tell_refusal(name, desired, decision.reason or "", event="waiting_for_need")
         else:
             self._tell_refusal(name, desired, decision.reason or "refused")
+            self._abort_sets(name, f"{name} {desired.version} was refused: {decision.reason}")
+
+    def _decide(
+        self,
+        name: str,
+        desired: DesiredComponent,
+        targets: Sequence[VerifiedTarget],
+        record: ComponentRecord,
+    ) -> Decision:
+        if self._make_container_driver is None and any(
+            t.custom.role == "container" for t in targets
+        ):
+            return Decision("refuse", _NO_ENGINE)
+        others = {n: r for n, r in self._installed().items() if n != name}
+        plans = {n: p for n, p in (self._plans or {}).items() if n != name}
+        return decide(name, desired, targets, record, self.config.hardware_class, others, plans)
+
+    def _plan(self, wanted: Mapping[str, DesiredComponent]) -> dict[str, Running]:
+        """The signed version and needs of each release a component is about to install."""
+        plans = {}
+        for name, desired in sorted(wanted.items()):
+            rec = self.journal.components.get(name)
+            try:
+                check_component_name(name)
+            except PolicyError:
+                continue
+            if desired.status is not None or not desired.targets:
+                continue
+            if rec is not None and (
+                _is_committed(rec, desired) or desired.release_id in rec.failed_release_ids
+            ):
+                continue
+            if rec is not None and rec.pending and rec.pending.release_id == desired.release_id:
+                plans[name] = Running(rec.pending.version, rec.pending.needs)
+                continue
+            try:
+                targets = self._signed_targets(desired.targets)
+            except UntrustedError:
+                continue  # refused, and reported, when the component's turn comes
+            plans[name] = Running(desired.version, signed_needs(targets))
+        return plans
 
     def _signed_targets(self, paths: Sequence[str]) -> list[VerifiedTarget]:
         if not self._trust_fresh:
@@ -416,8 +416,16 @@ class Agent:
             self._trust_fresh = True
         return [self.trust.get_target(p) for p in paths]
 
-    def _installed(self) -> dict[str, str]:
-        return {n: r.committed.version for n, r in self.journal.components.items() if r.committed}
+    def _installed(self) -> dict[str, Running]:
+        """What each component runs: its committed release, or one on trial that passed its
+        check and waits for the rest of its set."""
+        out = {}
+        for n, r in self.journal.components.items():
+            if r.state is State.TRIAL and r.held_for and r.pending is not None:
+                out[n] = Running(r.pending.version, r.pending.needs)
+            elif r.committed is not None:
+                out[n] = Running(r.committed.version, r.committed.needs)
+        return out
 
     # -- the update, one state at a time -----------------------------------------------
     def _start_update(
@@ -430,6 +438,8 @@ class Agent:
             targets=[t.path for t in targets],
             slot=other_slot(rec.committed_slot),
             sha256s=[t.sha256 for t in targets],
+            variant=signed_variant(targets),
+            needs=signed_needs(targets),
         )
 
         def begin(r: ComponentRecord) -> None:
@@ -450,9 +460,7 @@ class Agent:
             self._download_failed(name, str(e), keep=False)
             return
         # The same signed checks as at the start: metadata may have changed meanwhile.
-        decision = decide(
-            name, desired, targets, rec, self.config.hardware_class, self._installed()
-        )
+        decision = self._decide(name, desired, targets, rec)
         if decision.action != "install":
             self._download_failed(name, decision.reason or "refused", keep=False)
             return
@@ -625,8 +633,11 @@ class Agent:
         slot_dir = self._slots(name).slot_dir(rec.pending.slot)
         figures: dict[str, float] = {}
         note = None
-        if _runs_model(slot_dir):
-            driver = self._driver(name)
+        kind = _runtime_kind(slot_dir)
+        if kind is not None:
+            driver = self._driver(name, slot_dir)
+            # A container driver checks the new container beside the old one before it
+            # retires the old one; a process driver restarts the runtime on the new slot.
             driver.restart(slot_dir)
             self._crash_loop_told.discard(name)
             if not driver.wait_ready(self.config.ready_timeout_s):
@@ -640,26 +651,88 @@ class Agent:
                 self._fail_trial(name, f"{why}: {said}" if said else why, figures)
                 return
             self._crash_point("health")
-            try:
-                report = self.health(driver.base_url, slot_dir, self.config.health_timeout_s)
-            except Exception as e:  # a broken check must roll back, never commit
-                self._fail_trial(name, f"the health check itself failed: {e!r}", figures)
-                return
-            figures = dict(report.figures)
-            if not report.ok or driver.crashed():
-                why = report.reason or "the runtime crash-loops during the health check"
-                self._fail_trial(name, why, figures)
-                return
-            note = report.reason
+            if kind == KIND_MODEL:
+                try:
+                    report = self.health(driver.base_url, slot_dir, self.config.health_timeout_s)
+                except Exception as e:  # a broken check must roll back, never commit
+                    self._fail_trial(name, f"the health check itself failed: {e!r}", figures)
+                    return
+                figures = dict(report.figures)
+                if not report.ok or driver.crashed():
+                    why = report.reason or "the runtime crash-loops during the health check"
+                    self._fail_trial(name, why, figures)
+                    return
+                note = report.reason
         else:
             self._crash_point("health")
+        if self._hold(name, figures):
+            return
+        self._commit(name, note, figures)
+
+    def _commit(self, name: str, note: str | None, figures: dict[str, float]) -> None:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        slot_dir = self._slots(name).slot_dir(rec.pending.slot)
         sha256s = rec.pending.sha256s
         detail = {**_figures(figures), **transfer_report(rec.pending, slot_dir)}
-        self._reported[name] = (rec.pending.release_id, _ALREADY)  # committed was news enough
+        self._reported[name] = (rec.pending.release_id, ALREADY)  # committed was news enough
         self._transition(name, Event.HEALTH_OK, reason=note, detail=detail)
         self._crash_point("commit")
         self._resumable.pop(name, None)
         self._purge(sha256s)
+        if self._plans is not None:
+            self._plans.pop(name, None)
+        self._settle_holds()
+
+    # -- components updated as one set (edgeota.needs) ---------------------------------
+    def _hold(self, name: str, figures: dict[str, float]) -> bool:
+        """Keep a release that passed its check on trial while releases that need it are
+        still to come; journaled, so a restart keeps holding it."""
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        # While recovering, before the first pass has looked, the set is judged later.
+        holders = list(rec.held_for) if self._plans is None else self._holders(name)
+        if not holders:
+            return False
+        if holders != rec.held_for:
+            rec.held_for = holders
+            self.journal.record_event(
+                time=self._timestamp(),
+                component=name,
+                event="held_for_set",
+                state=rec.state.value,
+                release_id=rec.pending.release_id,
+                version=rec.pending.version,
+                reason=(
+                    f"passed its health check; committed once {', '.join(holders)} "
+                    "(which need it) are installed, or rolled back with them"
+                ),
+                detail=_figures(figures),
+            )
+            self.journal.save()
+        return True
+
+    def _holders(self, name: str) -> list[str]:
+        rec = self.journal.component(name)
+        assert rec.pending is not None
+        others = {n: r for n, r in self._installed().items() if n != name}
+        return held_by(name, rec.pending.version, others, self._plans or {})
+
+    def _settle_holds(self) -> None:
+        """Commit held releases whose set is complete (nothing planned needs them any more)."""
+        if self._plans is None:
+            return
+        for name, rec in list(self.journal.components.items()):
+            if rec.state is not State.TRIAL or not rec.held_for or rec.pending is None:
+                continue
+            if not self._holders(name):
+                self._commit(name, f"committed with {', '.join(rec.held_for)}", {})
+
+    def _abort_sets(self, name: str, reason: str) -> None:
+        """Roll back the held releases that were waiting for ``name``, which failed."""
+        for other, rec in list(self.journal.components.items()):
+            if rec.state is State.TRIAL and name in rec.held_for:
+                self._fail_trial(other, f"rolled back with {name}, which needs it: {reason}", {})
 
     def _fail_trial(self, name: str, reason: str, figures: dict[str, float]) -> None:
         def mark(r: ComponentRecord) -> None:
@@ -671,16 +744,21 @@ class Agent:
             name, Event.HEALTH_FAILED, reason=reason, detail=_figures(figures), before=mark
         )
         self._rollback(name)
+        self._abort_sets(name, reason)
 
     def _rollback(self, name: str) -> None:
         rec = self.journal.component(name)
         assert rec.pending is not None
-        slots, driver = self._slots(name), self._driver(name)
+        slots = self._slots(name)
+        driver = self._driver(name, slots.slot_dir(rec.pending.slot))
         detail: dict[str, Any] = {}
         if rec.committed_slot is not None:
             slots.switch_to(rec.committed_slot)
             good = slots.slot_dir(rec.committed_slot)
-            if _runs_model(good):
+            if _runtime_kind(good) is not None:
+                driver = self._driver(name, good)
+                # A container driver finds the old container still serving when the new one
+                # failed beside it, and keeps it; otherwise it starts the old image again.
                 driver.restart(good)
                 # Both slots failing is defined: stay on the committed slot (the last one that
                 # passed), keep supervising it, and say so.
@@ -738,6 +816,14 @@ class Agent:
             self._rollback(name)
             return
 
+        if rec.held_for:
+            # It passed its check before the restart and waits for its set: check it again,
+            # without counting against the budget of interrupted checks.
+            self._transition(name, Event.TRIAL_INTERRUPTED)
+            self._slots(name).switch_to(rec.pending.slot)
+            self._trial(name)
+            return
+
         def count(r: ComponentRecord) -> None:
             r.trial_attempts += 1
 
@@ -761,8 +847,8 @@ class Agent:
         if slots.active() != rec.committed_slot:
             slots.switch_to(rec.committed_slot)
         good = slots.slot_dir(rec.committed_slot)
-        if start and _runs_model(good):
-            driver = self._driver(name)
+        if start and _runtime_kind(good) is not None:
+            driver = self._driver(name, good)
             if driver.slot_dir != good:
                 driver.restart(good)
 
@@ -786,10 +872,11 @@ class Agent:
         if tr.effect is SlotEffect.COMMIT:
             assert rec.pending is not None
             rec.committed_slot = rec.pending.slot
-            rec.committed = ReleaseRef(rec.pending.version, rec.pending.release_id)
+            p = rec.pending
+            rec.committed = ReleaseRef(p.version, p.release_id, p.variant, dict(p.needs))
             rec.last_error = None
         if tr.target is State.IDLE:
-            rec.pending, rec.trial_attempts = None, 0
+            rec.pending, rec.trial_attempts, rec.held_for = None, 0, []
         self.journal.record_event(
             time=self._timestamp(),
             component=name,
@@ -878,10 +965,21 @@ class Agent:
     def _slots(self, name: str) -> ComponentSlots:
         return ComponentSlots(self.config.data_dir, name)
 
-    def _driver(self, name: str) -> RuntimeDriver:
-        if name not in self._drivers:
-            self._drivers[name] = self._make_driver(name)
-        return self._drivers[name]
+    def _driver(self, name: str, slot_dir: Path) -> RuntimeDriver:
+        """The driver of the component, of the kind the slot needs (model or container)."""
+        kind = _runtime_kind(slot_dir) or self._driver_kinds.get(name, KIND_MODEL)
+        if name in self._drivers and self._driver_kinds[name] == kind:
+            return self._drivers[name]
+        if name in self._drivers:
+            self._drivers.pop(name).stop()  # the component changed kind
+        if kind == KIND_CONTAINER:
+            if self._make_container_driver is None:
+                raise AgentSetupError(_NO_ENGINE)
+            driver = self._make_container_driver(name)
+        else:
+            driver = self._make_driver(name)
+        self._drivers[name], self._driver_kinds[name] = driver, kind
+        return driver
 
     def _crash_point(self, point: str) -> None:
         if self.config.crash_at == point:
@@ -891,17 +989,30 @@ class Agent:
         return self._now().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _is_committed(rec: ComponentRecord, desired: DesiredComponent) -> bool:
+    """Whether ``desired`` is what the component runs (in the variant the server chose)."""
+    committed = rec.committed
+    if committed is None or committed.release_id != desired.release_id:
+        return False
+    return desired.variant is None or committed.variant in (None, desired.variant)
+
+
 def _figures(figures: Mapping[str, float]) -> dict[str, Any]:
     """Event detail with the health figures; NaN and infinities become null (strict JSON)."""
     return {"figures": {k: v if math.isfinite(v) else None for k, v in figures.items()}}
 
 
-def _runs_model(slot_dir: Path) -> bool:
-    """Whether a slot holds a model for the runtime (other components need no runtime)."""
+def _runtime_kind(slot_dir: Path) -> str | None:
+    """What runs a slot: the model runtime, a container, or nothing (files only)."""
     try:
-        return SlotInfo.read(slot_dir).file_with_role("model") is not None
+        info = SlotInfo.read(slot_dir)
     except (FileNotFoundError, EdgeotaError):
-        return False
+        return None
+    if info.file_with_role("container") is not None:
+        return KIND_CONTAINER
+    if info.file_with_role("model") is not None:
+        return KIND_MODEL
+    return None
 
 
 def build_agent(config: AgentConfig) -> Agent:
