@@ -1,8 +1,9 @@
 """What a release needs of other components, and whether a set of versions meets it.
 
 A release may declare ``needs`` such as ``{"model": ">=1.3.0"}``: another component of the
-same device must run a version that matches. A spec is one or more comparisons joined by
-commas, all of which must hold: ``>=1.3.0``, ``>=1.3.0,<2.0.0``, ``==1.2.0``, ``!=1.4.0``.
+same device must run a version that matches. A spec is an :mod:`edgeota.versionspec`: one or
+more comparisons joined by commas, all of which must hold: ``>=1.3.0``, ``>=1.3.0,<2.0.0``,
+``1.2.0``, ``!=1.4.0``, or ``*`` for any installed version.
 
 The server refuses a deployment or rollout that would leave a device with a need unmet; the
 agent installs the components of a device in an order that keeps every need met
@@ -11,43 +12,17 @@ agent installs the components of a device in an order that keeps every need met
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import semver
-
 from edgeota.errors import PolicyError
-
-_COMPARISON = re.compile(r"^(>=|<=|==|!=|>|<)\s*(\S+)$")
-
-
-def check_spec(spec: str) -> str:
-    """Return ``spec`` if it is a valid need (``>=1.3.0``, ``>=1.3.0,<2.0.0``), else raise."""
-    parts = [p.strip() for p in spec.split(",")]
-    if not spec.strip() or not all(parts):
-        raise PolicyError(f"need {spec!r} is empty; write comparisons such as '>=1.3.0'")
-    for part in parts:
-        m = _COMPARISON.match(part)
-        if m is None:
-            raise PolicyError(
-                f"need {spec!r}: {part!r} is not a comparison; use >=, <=, >, <, == or != "
-                "followed by a version, e.g. '>=1.3.0'"
-            )
-        try:
-            semver.Version.parse(m.group(2))
-        except ValueError as e:
-            raise PolicyError(f"need {spec!r}: {m.group(2)!r} is not a semver version") from e
-    return spec
+from edgeota.versionspec import matches
 
 
 def need_met(have: str | None, spec: str) -> bool:
     """Whether version ``have`` (None: not installed) meets ``spec``; bad specs never do."""
-    if have is None:
-        return False
     try:
-        version = semver.Version.parse(have)
-        return all(version.match(p.strip().replace(" ", "")) for p in check_spec(spec).split(","))
+        return matches(have, spec)
     except (ValueError, PolicyError):
         return False
 

@@ -1,7 +1,8 @@
-"""Version specs for dynamic groups: ``*``, ``1.2.0``, or clauses like ``>=1.0.0,<2.0.0``.
+"""Version specs: ``*``, ``1.2.0``, or clauses like ``>=1.0.0,<2.0.0`` (all must hold).
 
-Pure functions: ``check_spec`` validates a spec when a group is defined, ``matches`` tests an
-installed version against it when the group is resolved.
+Used by dynamic groups (a filter on an installed version) and by the needs between
+components (:mod:`edgeota.needs`). Pure functions: ``check_spec`` validates a spec when it is
+written down, ``matches`` tests an installed version against it.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from pydantic import (
 from edgeota.errors import PolicyError
 from edgeota.fsutil import safe_relative_path
 from edgeota.rollout.windows import MaintenanceWindow
-from edgeota.server.versionspec import check_spec
 from edgeota.targets import check_component_name, parse_version
+from edgeota.versionspec import check_spec
 
 Name = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
@@ -313,6 +313,17 @@ class ReleaseCreate(Strict):
             parse_version(v)
         except PolicyError as e:
             raise ValueError(str(e)) from e
+        return v
+
+    @field_validator("needs")
+    @classmethod
+    def _needs(cls, v: dict[str, str]) -> dict[str, str]:
+        for component, spec in v.items():
+            check_name(component, "needs component")
+            try:
+                check_spec(spec)
+            except ValueError as e:
+                raise ValueError(f"needs of {component!r}: {e}") from e
         return v
 
     @field_validator("files")

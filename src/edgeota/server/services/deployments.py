@@ -23,10 +23,19 @@ from edgeota.server.models import (
     Rollout,
 )
 from edgeota.server.schemas import DeploymentPublic
+from edgeota.server.services.needs_check import refuse_broken_needs
 from edgeota.timeutil import as_utc, utcnow
 
 
 def create(session: Session, release: Release, group: str, created_by: str) -> DeploymentPublic:
+    device_ids = list(
+        session.scalars(
+            select(Device.id)
+            .join(DeviceGroup, DeviceGroup.device_id == Device.id)
+            .where(DeviceGroup.group_name == group, Device.revoked_at.is_(None))
+        )
+    )
+    refuse_broken_needs(session, release, device_ids)
     deployment = Deployment(
         release_id=release.id,
         component=release.component,
@@ -36,13 +45,6 @@ def create(session: Session, release: Release, group: str, created_by: str) -> D
     )
     session.add(deployment)
     session.flush()
-    device_ids = list(
-        session.scalars(
-            select(Device.id)
-            .join(DeviceGroup, DeviceGroup.device_id == Device.id)
-            .where(DeviceGroup.group_name == group, Device.revoked_at.is_(None))
-        )
-    )
     set_desired(session, device_ids, release, deployment_id=deployment.id)
     return to_public(deployment, release, len(device_ids))
 

@@ -30,8 +30,8 @@ from edgeota.server.schemas import GroupCreate, GroupFilter, GroupPublic, parse_
 from edgeota.server.services import devices
 from edgeota.server.services.errors import ConflictError, NotFoundError
 from edgeota.server.services.rollout_codec import LIVE_STATUSES
-from edgeota.server.versionspec import ANY, matches
 from edgeota.timeutil import as_utc, utcnow
+from edgeota.versionspec import ANY, matches
 
 
 def set_tags(session: Session, device_id: str, tags: Iterable[str]) -> None:

@@ -28,6 +28,7 @@ from edgeota.server.models import Release, Rollout, RolloutDevice
 from edgeota.server.schemas import RolloutCreate, RolloutPhasePublic, RolloutPublic
 from edgeota.server.services import groups, releases, rollback
 from edgeota.server.services.errors import ConflictError, InvalidError, NotFoundError
+from edgeota.server.services.needs_check import refuse_broken_needs
 from edgeota.server.services.rollout_codec import (
     LIVE_STATUSES,
     plan_from_json,
@@ -65,6 +66,7 @@ def create(session: Session, body: RolloutCreate, created_by: str, now: datetime
     except ValueError as e:
         raise InvalidError(f"rollout plan: {e}") from e
     _refuse_overlap(session, release, targets)
+    refuse_broken_needs(session, release, sorted(targets))
     start_at = now if body.start_at is None else as_utc(body.start_at)
     rollout = _insert(
         session,
