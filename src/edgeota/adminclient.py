@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from edgeota.errors import HTTPStatusError, TransportError
-from edgeota.releasefolder import LocalRelease
+from edgeota.releasefolder import LocalFile, LocalRelease
 
 
 class AdminClient:
@@ -44,8 +44,8 @@ class AdminClient:
             raise TransportError(f"{method} {self.server_url}{url} failed: {e}") from e
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
+                detail = _detail_text(response.json().get("detail", response.text))
+            except (ValueError, AttributeError):
                 detail = response.text
             raise HTTPStatusError(
                 f"{method} {url}: {response.status_code} {detail}", response.status_code
@@ -60,9 +60,48 @@ class AdminClient:
 
         self._call("PUT", f"/api/v1/artifacts/{sha256}", content=chunks())
 
-    def publish(self, release: LocalRelease, component: str, version: str) -> dict[str, Any]:
+    def has_artifact(self, sha256: str, length: int) -> bool:
+        """Whether the server stores these bytes already (so they need no upload).
+
+        The admin API has no HEAD for artifacts, and its PUT reads the whole body even when
+        the file is stored; the public target route serves any stored artifact by hash, so
+        one ranged byte of it answers. Anything but a clear yes means "upload it".
+        """
+        if length == 0:
+            return False
+        url = f"/tuf/targets/artifacts/{sha256}.bin"
+        try:
+            with self._http.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
+                if response.status_code == 206:
+                    stored = str(response.headers.get("content-range", "")).rpartition("/")[2]
+                elif response.status_code == 200:  # Range ignored: the body is never read
+                    stored = str(response.headers.get("content-length", ""))
+                else:
+                    return False
+                return stored == str(length)
+        except httpx.HTTPError as e:
+            raise TransportError(f"GET {self.server_url}{url} failed: {e}") from e
+
+    def publish(
+        self,
+        release: LocalRelease,
+        component: str,
+        version: str,
+        *,
+        on_file: Callable[[LocalFile, bool], None] | None = None,
+    ) -> dict[str, Any]:
+        """Upload the files the server lacks, then record the release.
+
+        ``on_file(file, uploaded)`` is told, per file, whether its bytes were sent.
+        """
+        sent: set[str] = set()
         for f in release.files:
-            self.upload_artifact(f.source, f.sha256)
+            upload = f.sha256 not in sent and not self.has_artifact(f.sha256, f.length)
+            if upload:
+                self.upload_artifact(f.source, f.sha256)
+                sent.add(f.sha256)
+            if on_file is not None:
+                on_file(f, upload)
         body = {
             "component": component,
             "version": version,
@@ -184,6 +223,20 @@ class AdminClient:
     def mqtt_auth_files(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/api/v1/mqtt/auth-files")
         return result
+
+
+def _detail_text(detail: object) -> str:
+    """An error's ``detail``; request validation errors as ``field: message``, joined."""
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for error in detail:
+        if isinstance(error, dict) and "msg" in error:
+            field = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            parts.append(f"{field}: {error['msg']}" if field else str(error["msg"]))
+        else:
+            parts.append(str(error))
+    return "; ".join(parts)
 
 
 def _given(params: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -9,39 +12,118 @@ import typer
 from rich.table import Table
 
 from edgeota.cli.common import DEFAULT_SERVER, CaOpt, ServerOpt, TokenOpt, admin_client, fail, out
-from edgeota.errors import FormatError
-from edgeota.releasefolder import load_release
+from edgeota.errors import PolicyError
+from edgeota.imagearchive import ConvertedImage, convert_image_archive, is_image_archive
+from edgeota.releasefolder import LocalRelease, load_release
+from edgeota.targets import check_component_name
+from edgeota.versionspec import check_spec
 
 release_app = typer.Typer(help="Publish and list releases.", no_args_is_help=True)
 devices_app = typer.Typer(help="List, inspect and revoke devices.", no_args_is_help=True)
 enroll_app = typer.Typer(help="Create enrollment tokens for new devices.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+_NEED_OPERATOR = re.compile(r"[<>=!^~]")
 
 
 @release_app.command("publish")
 def publish(
-    path: Annotated[Path, typer.Argument(help="a model file, or a folder with release.json")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="a model file, a folder with release.json, or an image archive"),
+    ],
     component: Annotated[str, typer.Option(help="component name, e.g. denoiser")],
     version: Annotated[str, typer.Option(help="semantic version, e.g. 2.0.0")],
+    settings: Annotated[
+        Path | None,
+        typer.Option(help="container.json of an image archive (see docs/containers.md)"),
+    ] = None,
+    need: Annotated[
+        list[str] | None,
+        typer.Option(help="a component this release needs, e.g. 'model>=1.3.0' (repeatable)"),
+    ] = None,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = "",
     ca: CaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload the files, sign them as TUF targets and record the release."""
-    try:
-        local = load_release(path)
-    except FormatError as e:
-        fail(str(e))
-    with admin_client(server, token, ca) as client:
-        release = client.publish(local, component, version)
+    """Upload the files, sign them as TUF targets and record the release.
+
+    An image archive (podman save / docker save, docker- or oci-archive) is published with its
+    --settings file and one target per layer; files the server stores already are not sent.
+    """
+    needs = _parse_needs(need or [])
+    sent: dict[str, bool] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="edgeota-publish-") as scratch,
+        admin_client(server, token, ca) as client,
+    ):
+        local, image = _local_release(path, settings, needs, Path(scratch))
+        release = client.publish(
+            local, component, version, on_file=lambda f, up: sent.__setitem__(f.file, up)
+        )
     if as_json:
         out.print_json(data=release)
         return
     out.print(f"published {component} {version} as [bold]{release['id']}[/]")
     for f in release["files"]:
-        out.print(f"  {f['target_path']}  {f['length']} bytes  {f['role']}")
+        how = "uploaded" if sent.get(f["file"]) else "already on the server"
+        out.print(f"  {f['target_path']}  {f['role']}  {f['length']} bytes  {how}")
+    if image is not None:
+        distinct = len({layer.sha256 for layer in image.layers})
+        out.print(f"{distinct} layers, {image.layer_bytes} bytes")
+    uploaded = [f for f in local.files if sent.get(f.file)]
+    out.print(
+        f"uploaded {len(uploaded)} of {len(local.files)} files, "
+        f"{sum(f.length for f in uploaded)} bytes"
+    )
+
+
+def _local_release(
+    path: Path, settings: Path | None, needs: dict[str, str], scratch: Path
+) -> tuple[LocalRelease, ConvertedImage | None]:
+    """What to publish from PATH: an image archive is converted into ``scratch`` first."""
+    if is_image_archive(path):
+        if settings is None:
+            fail("an image archive needs --settings container.json; see docs/containers.md")
+        image = convert_image_archive(path, settings, scratch / "release", needs=needs)
+        return load_release(image.folder), image
+    if settings is not None:
+        fail(f"--settings applies to an image archive only; {path} is not one")
+    return _with_needs(load_release(path), needs), None
+
+
+def _parse_needs(texts: list[str]) -> dict[str, str]:
+    """``--need model>=1.3.0`` options as {component: spec}; a bad one ends the command."""
+    needs: dict[str, str] = {}
+    hint = (
+        "give a component and a version spec: comparisons (<, <=, >, >=, ==, !=) with full "
+        "versions, joined by commas, e.g. --need 'model>=1.3.0' or --need 'model>=1.3.0,<2.0.0'"
+    )
+    for text in texts:
+        start = _NEED_OPERATOR.search(text)
+        if start is None or not text[: start.start()].strip():
+            fail(f"--need {text!r} is not a component followed by a version spec", hint)
+        name, spec = text[: start.start()].strip(), text[start.start() :].strip()
+        try:
+            check_component_name(name)
+            check_spec(spec)  # the grammar the server and the agent evaluate needs with
+        except (PolicyError, ValueError) as e:
+            fail(f"--need {text!r}: {e}", hint)
+        if name in needs:
+            fail(f"--need names {name!r} twice ({needs[name]!r} and {spec!r}); give it once")
+        needs[name] = spec
+    return needs
+
+
+def _with_needs(local: LocalRelease, needs: dict[str, str]) -> LocalRelease:
+    both = sorted(set(local.needs) & set(needs))
+    if both:
+        fail(
+            f"release.json and --need both give needs for {', '.join(both)}; "
+            "give each component in one place"
+        )
+    return dataclasses.replace(local, needs={**local.needs, **needs})
 
 
 @release_app.command("list")
