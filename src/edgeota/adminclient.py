@@ -61,26 +61,16 @@ class AdminClient:
         self._call("PUT", f"/api/v1/artifacts/{sha256}", content=chunks())
 
     def has_artifact(self, sha256: str, length: int) -> bool:
-        """Whether the server stores these bytes already (so they need no upload).
-
-        The admin API has no HEAD for artifacts, and its PUT reads the whole body even when
-        the file is stored; the public target route serves any stored artifact by hash, so
-        one ranged byte of it answers. Anything but a clear yes means "upload it".
-        """
-        if length == 0:
-            return False
-        url = f"/tuf/targets/artifacts/{sha256}.bin"
+        """Whether the server stores these bytes already (so they need no upload)."""
+        url = f"/api/v1/artifacts/{sha256}"
         try:
-            with self._http.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
-                if response.status_code == 206:
-                    stored = str(response.headers.get("content-range", "")).rpartition("/")[2]
-                elif response.status_code == 200:  # Range ignored: the body is never read
-                    stored = str(response.headers.get("content-length", ""))
-                else:
-                    return False
-                return stored == str(length)
+            response = self._http.get(url)
         except httpx.HTTPError as e:
             raise TransportError(f"GET {self.server_url}{url} failed: {e}") from e
+        if response.status_code != 200:
+            return False  # 404, or anything unclear: upload it
+        stored = response.json().get("length")
+        return isinstance(stored, int) and stored == length
 
     def publish(
         self,

@@ -15,6 +15,7 @@ from edgeota.server.schemas import (
     ReleasePublic,
 )
 from edgeota.server.services import audit, deployments, releases
+from edgeota.server.services.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["releases"])
 
@@ -32,6 +33,16 @@ async def upload_artifact(
     length = await ctx.artifacts.put_stream(
         request.stream(), sha256, ctx.settings.max_artifact_bytes
     )
+    return ArtifactPublic(sha256=sha256, length=length)
+
+
+@router.get("/artifacts/{sha256}", response_model=ArtifactPublic)
+def stat_artifact(sha256: Sha256Path, _: AdminDep, ctx: ContextDep) -> ArtifactPublic:
+    """Whether a file is stored (200 with its length) or not (404): a client uploads only
+    what is missing, such as the one changed layer of a container image."""
+    length = ctx.artifacts.length(sha256)
+    if length is None:
+        raise NotFoundError(f"no artifact {sha256} is stored; upload it with PUT")
     return ArtifactPublic(sha256=sha256, length=length)
 
 
