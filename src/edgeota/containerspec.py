@@ -44,6 +44,10 @@ from edgeota.targets import check_component_name
 
 SPEC_VERSION = 1
 SPEC_FILE = "container.json"
+# In a container component's slot: the image as an extracted docker-archive (its manifest,
+# config and layers), which the device's engine loads; see docs/containers.md.
+IMAGE_DIR = "image"
+IMAGE_MANIFEST = "manifest.json"
 PORT_PLACEHOLDER = "{port}"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -38,12 +38,10 @@ from typing import IO, Any
 
 import zstandard
 
-from edgeota.containerspec import SPEC_FILE, parse_spec
+from edgeota.containerspec import IMAGE_DIR, IMAGE_MANIFEST, SPEC_FILE, parse_spec
 from edgeota.errors import FormatError
 from edgeota.fsutil import fsync_dir
 
-IMAGE_DIR = "image"
-DOCKER_MANIFEST = "manifest.json"
 OCI_LAYOUT = "oci-layout"
 _CHUNK = 1 << 20
 _MAX_JSON_BYTES = 16 << 20  # manifests, index and config are small; refuse anything huge
@@ -99,7 +97,7 @@ def is_image_archive(path: Path) -> bool:
         return False
     try:
         with tarfile.open(path, "r:*") as tar:
-            return any(_name(m) in (DOCKER_MANIFEST, OCI_LAYOUT) for m in tar)
+            return any(_name(m) in (IMAGE_MANIFEST, OCI_LAYOUT) for m in tar)
     except (tarfile.TarError, OSError, EOFError, zlib.error):
         return False
 
@@ -163,7 +161,7 @@ def _write_image(archive: Path, folder: Path) -> ConvertedImage:
             "Layers": [f"{layer.sha256}.tar" for layer in layers],
         }
     ]
-    _write(folder / DOCKER_MANIFEST, json.dumps(manifest).encode())
+    _write(folder / IMAGE_MANIFEST, json.dumps(manifest).encode())
     fsync_dir(folder)
     return ConvertedImage(folder, plan.archive_format, config_sha, plan.tags, layers)
 
@@ -188,7 +186,7 @@ def _release_json(
 ) -> bytes:
     files: list[dict[str, str]] = [
         {"path": SPEC_FILE, "role": "container"},
-        {"path": f"{IMAGE_DIR}/{DOCKER_MANIFEST}", "role": "image"},
+        {"path": f"{IMAGE_DIR}/{IMAGE_MANIFEST}", "role": "image"},
         {"path": f"{IMAGE_DIR}/{image.config_sha256}.json", "role": "file"},
     ]
     for file in dict.fromkeys(layer.file for layer in image.layers):
@@ -257,8 +255,8 @@ def _read_json(
 
 def _plan(archive: Path, members: Mapping[str, tarfile.TarInfo], tar: tarfile.TarFile) -> _Plan:
     # docker >= 25 writes both layouts; manifest.json then points into blobs/.
-    if DOCKER_MANIFEST in members:
-        return _plan_docker(archive, _read_json(tar, members, DOCKER_MANIFEST, archive))
+    if IMAGE_MANIFEST in members:
+        return _plan_docker(archive, _read_json(tar, members, IMAGE_MANIFEST, archive))
     if OCI_LAYOUT in members:
         return _plan_oci(archive, members, tar)
     raise FormatError(

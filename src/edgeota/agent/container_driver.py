@@ -46,12 +46,11 @@ from edgeota.agent.engine import (
     image_id_of,
 )
 from edgeota.agent.health import HealthReport
-from edgeota.containerspec import PORT_PLACEHOLDER, SPEC_FILE, ContainerSpec, parse_spec
+from edgeota.containerspec import IMAGE_DIR, PORT_PLACEHOLDER, SPEC_FILE, ContainerSpec, parse_spec
 from edgeota.errors import EdgeotaError
 from edgeota.slotinfo import SlotInfo
 
 DEFAULT_PREFIX = "edgeota-"
-IMAGE_DIR = "image"
 LABEL_COMPONENT = "edgeota.component"
 LABEL_RELEASE = "edgeota.release_id"
 LABEL_VERSION = "edgeota.version"

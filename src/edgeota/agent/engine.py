@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from edgeota.containerspec import IMAGE_MANIFEST
 from edgeota.errors import EdgeotaError, FormatError
 from edgeota.fsutil import safe_join
 
-MANIFEST = "manifest.json"
 _TAIL_CHARS = 600
 _HASH_CHUNK = 1 << 20
 _MISSING = ("no such container", "no such object", "no container with name or id")
@@ -82,7 +82,7 @@ class RunRequest:
 
 def read_manifest(image_dir: Path) -> tuple[str, list[str]]:
     """The config file and layer files a docker-archive folder's ``manifest.json`` names."""
-    where = image_dir / MANIFEST
+    where = image_dir / IMAGE_MANIFEST
     try:
         body: Any = json.loads(where.read_bytes())
         entry = body[0]
@@ -240,7 +240,7 @@ class CliEngine(ContainerEngine):
                 raise self._not_installed() from e
             assert proc.stdin is not None
             try:
-                _write_archive(proc.stdin, image_dir, [MANIFEST, config, *layers])
+                _write_archive(proc.stdin, image_dir, [IMAGE_MANIFEST, config, *layers])
             except BrokenPipeError:
                 pass  # the engine gave up reading: its exit code and output say why
             except BaseException:
