@@ -24,6 +24,7 @@ class ServerHandle:
     process: subprocess.Popen[bytes]
     log: Path
     admin_token: str = ""
+    port: int = 0
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
@@ -80,11 +81,18 @@ def start_server(
     work: Path,
     certs: DevCertificates,
     env: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    token: str | None = None,
 ) -> ServerHandle:
-    """A server process; ``env`` adds ``EDGEOTA_*`` settings."""
-    port = free_port()
+    """A server process on ``work / "server"``; ``env`` adds ``EDGEOTA_*`` settings.
+
+    To restart a server on its data dir, pass the old handle's ``port`` and ``admin_token``:
+    agents keep their URL, and the admin token (made on the first start only) stays valid.
+    """
+    port = free_port() if port is None else port
     data_dir = work / "server"
-    token = "eoa_" + secrets.token_urlsafe(32)
+    token = "eoa_" + secrets.token_urlsafe(32) if token is None else token
     log = work / "server.log"
     proc = procs.start(
         [
@@ -125,4 +133,5 @@ def start_server(
         process=proc,
         log=log,
         admin_token=token,
+        port=port,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import ssl
@@ -25,6 +26,7 @@ from edgeota.agent.schedule import NO_SCHEDULE, POLICIES, SWITCH_NOW, Schedule, 
 from edgeota.errors import FormatError, HTTPStatusError, TransportError
 
 _MB = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 class DeviceApi(Protocol):
@@ -116,9 +118,17 @@ class ApiClient:
         return parse_desired_state(_json_object(resp), resp.headers.get("etag"))
 
     def put_inventory(self, inventory: Mapping[str, Any]) -> None:
-        self._request(
-            "PUT", f"{self._device_path()}/inventory", json=dict(inventory), ok=(200, 204)
-        )
+        path = f"{self._device_path()}/inventory"
+        try:
+            self._request("PUT", path, json=dict(inventory), ok=(200, 204))
+        except HTTPStatusError as e:
+            # A server older than the time zone field, or whose zone database lacks this
+            # zone, refuses the whole document: the rest of it still counts.
+            if e.status_code != 422 or "timezone" not in inventory:
+                raise
+            log.warning("the server refused the inventory with its time zone (%s); sent without", e)
+            rest = {k: v for k, v in inventory.items() if k != "timezone"}
+            self._request("PUT", path, json=rest, ok=(200, 204))
 
     def post_events(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Send events; return the highest seq the server has accepted."""
@@ -257,8 +267,10 @@ def build_inventory(
     disk_free_bytes: int,
     components: Mapping[str, ComponentRecord],
     accelerators: Sequence[str] = (),
+    timezone: str | None = None,
 ) -> dict[str, Any]:
-    """The inventory document of ``PUT .../inventory``."""
+    """The inventory document of ``PUT .../inventory``; ``timezone`` is the device's IANA
+    zone (the server reads windows given without a zone in it)."""
     body: dict[str, Any] = {
         "hardware_class": hardware_class,
         "arch": platform.machine()[:32],
@@ -278,6 +290,8 @@ def build_inventory(
     }
     if accelerators:  # only when there are any: older servers refuse unknown keys
         body["accelerators"] = sorted(set(accelerators))
+    if timezone is not None:  # likewise
+        body["timezone"] = timezone
     return body
 
 

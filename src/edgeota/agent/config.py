@@ -3,9 +3,12 @@ options and environment variables) and passed to :func:`edgeota.agent.reconcile.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edgeota.agent.download import DownloadLimits
 
@@ -21,6 +24,16 @@ DEFAULT_POLL_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
+class ContainerEngineConfig:
+    """How the agent runs container components (docs/containers.md)."""
+
+    executable: str = "podman"  # podman, docker, or a path to either: one command line
+    global_args: tuple[str, ...] = ()  # e.g. ("--runtime", "runc", "--cgroup-manager", "cgroupfs")
+    prefix: str = "edgeota-"  # containers are named <prefix><component>[-candidate]
+    command_timeout_s: float = 300.0  # longest one engine command may take (a load, say)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     server_url: str
     data_dir: Path
@@ -31,6 +44,9 @@ class AgentConfig:
     enroll_token: str | None = None  # one-time; only used when no identity is stored
     model_ram_budget_mb: int = 1024
     accelerators: tuple[str, ...] = ()  # e.g. ("cuda",): model variants needing one may be sent
+    # The device's IANA time zone, reported in the inventory (None: not reported); the CLI
+    # fills it from the system (system_time_zone) unless given.
+    timezone: str | None = None
     poll_interval_s: float | None = None  # None: the interval the server asks for
     poll_jitter: float = 0.2  # each wait is poll_interval * uniform(1 - j, 1 + j)
     backoff_initial_s: float = 1.0  # first wait after a failed check-in, doubled each time
@@ -56,6 +72,8 @@ class AgentConfig:
     notices: bool = False  # hear about changes (MQTT, else long-poll) and check in at once
     long_poll_s: int = 30  # longest wait of one long-poll request
     mqtt_ca_file: Path | None = None  # CA of the broker's certificate; default: ca_file
+    # None: this device runs no containers, and container releases are refused (and said so).
+    containers: ContainerEngineConfig | None = None
     crash_at: str | None = None  # fault injection: one of CRASH_POINTS
     crash_after_bytes: int | None = None  # fault injection: SIGKILL after this many bytes
 
@@ -68,6 +86,11 @@ class AgentConfig:
             raise ValueError(f"poll_jitter must be in [0, 1), not {self.poll_jitter}")
         if self.max_trial_attempts < 1:
             raise ValueError("max_trial_attempts must be at least 1")
+        if self.timezone is not None and not is_time_zone(self.timezone):
+            raise ValueError(
+                f"timezone {self.timezone!r} is not an IANA time zone this device knows; "
+                "use a name such as 'Europe/Berlin' or 'UTC'"
+            )
         if self.switch_margin_s < 0 or self.no_window_deferral_s <= 0:
             raise ValueError("switch_margin_s must be >= 0 and no_window_deferral_s > 0")
         url = urlsplit(self.server_url)
@@ -107,3 +130,34 @@ class AgentConfig:
             crash_after_bytes=self.download.crash_after_bytes if crash is None else crash,
             reserve_bytes=self.disk_reserve_mb * 1024 * 1024,
         )
+
+
+def is_time_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone this machine's zone database has."""
+    if not name or name.startswith("/") or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def system_time_zone(environ: Mapping[str, str], localtime: Path = Path("/etc/localtime")) -> str:
+    """The system's IANA time zone: ``TZ`` if it names one, else the zone ``localtime`` links
+    to (``…/zoneinfo/Europe/Berlin``), else "UTC". The caller passes the environment."""
+    candidates = []
+    tz = environ.get("TZ", "").removeprefix(":")
+    if tz:
+        candidates.append(_zone_from_path(tz) if tz.startswith("/") else tz)
+    with contextlib.suppress(OSError):  # not a symlink, or none: containers often have neither
+        candidates.append(_zone_from_path(str(localtime.readlink())))
+    return next((c for c in candidates if c and is_time_zone(c)), "UTC")
+
+
+def _zone_from_path(path: str) -> str:
+    """``Europe/Berlin`` from ``/usr/share/zoneinfo/Europe/Berlin`` (or its posix/ copy)."""
+    _, found, name = path.rpartition("zoneinfo/")
+    if not found:
+        return ""
+    return name.removeprefix("posix/").removeprefix("right/")

@@ -52,6 +52,7 @@ from edgeota.agent.diskspace import FreeBytes, NotEnoughSpaceError, ensure_free,
 from edgeota.agent.download import DownloadCancelledError, Fetcher
 from edgeota.agent.driver import HealthCheck, HealthResult, RuntimeDriver
 from edgeota.agent.journal import ComponentRecord, Identity, Journal, PendingRelease, ReleaseRef
+from edgeota.agent.layer_reuse import reusable_files
 from edgeota.agent.slots import ComponentSlots, other_slot
 from edgeota.agent.statemachine import Event, SlotEffect, State, reported_name, step
 from edgeota.errors import (
@@ -163,9 +164,13 @@ class Agent:
     def close(self, *, stop_runtimes: bool = True) -> None:
         """Release the lock and (unless told otherwise) stop the runtimes."""
         if stop_runtimes:
-            for driver in self._drivers.values():
-                driver.stop()
+            for name, driver in self._drivers.items():
+                # Containers are the device's services: they keep serving while the agent
+                # is down, and a restarted agent adopts them.
+                if self._driver_kinds.get(name) != KIND_CONTAINER:
+                    driver.stop()
         self._drivers.clear()
+        self._driver_kinds.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
@@ -481,12 +486,23 @@ class Agent:
             )
             files = []
             plan = self._delta_plan(name, pending, rec.committed_slot)
+            base = None if rec.committed_slot is None else slots.slot_dir(rec.committed_slot)
+            # Files the committed slot holds with the same signed hash (an image's unchanged
+            # layers, say) are linked from there, not downloaded again.
+            have = reusable_files(targets, base)
             for t in targets:
-                got = self._deltas.fetch(
-                    t, plan, cancel=self._stop, report=lambda r, d: self._delta_failed(name, r, d)
-                )
-                slots.install_file(pending.slot, t.custom.file, got.path)
-                record_fetched(pending, t.custom.file, got)
+                if t.custom.file in have:
+                    slots.install_file(pending.slot, t.custom.file, have[t.custom.file])
+                    pending.downloaded_bytes.setdefault(t.custom.file, 0)
+                else:
+                    got = self._deltas.fetch(
+                        t,
+                        plan,
+                        cancel=self._stop,
+                        report=lambda r, d: self._delta_failed(name, r, d),
+                    )
+                    slots.install_file(pending.slot, t.custom.file, got.path)
+                    record_fetched(pending, t.custom.file, got)
                 self.journal.save()
                 files.append(
                     SlotFile(t.custom.file, t.custom.role, t.sha256, t.length, t.custom.variant)
@@ -530,6 +546,8 @@ class Agent:
             r.last_error = reason[:_REASON_CHARS]
 
         self._transition(name, Event.DOWNLOAD_FAILED, reason=reason, detail=detail, before=note)
+        if not keep:  # for good: a set waiting for this release cannot complete
+            self._abort_sets(name, reason)
 
     def _delta_plan(self, name: str, pending: PendingRelease, base_slot: str | None) -> DeltaPlan:
         """The signed patches the check-in offers for the pending release, and our bases."""
@@ -928,6 +946,7 @@ class Agent:
             disk_free_bytes=self._measure_free(self.config.data_dir),
             components=self.journal.components,
             accelerators=self.config.accelerators,
+            timezone=self.config.timezone,
         )
         digest = inventory_digest(body)
         if digest != self.journal.inventory_digest:
@@ -1021,8 +1040,10 @@ def build_agent(config: AgentConfig) -> Agent:
 
     from edgeota.agent.api_client import make_http_client
     from edgeota.agent.companions import start_companions
+    from edgeota.agent.container_driver import ContainerDriver
     from edgeota.agent.download import Downloader
     from edgeota.agent.driver import ProcessDriver
+    from edgeota.agent.engine import CliEngine
     from edgeota.agent.health import check_runtime_health
     from edgeota.agent.reporting import AgentStatus, ReportingClient
     from edgeota.trust.client import TrustClient
@@ -1054,12 +1075,33 @@ def build_agent(config: AgentConfig) -> Agent:
     def health(base_url: str, slot_dir: Path, timeout_s: float) -> HealthResult:
         return check_runtime_health(base_url, slot_dir, local, timeout_s)
 
+    container_driver_for = None
+    if config.containers is not None:
+        engine = CliEngine(
+            config.containers.executable,
+            config.containers.global_args,
+            command_timeout_s=config.containers.command_timeout_s,
+        )
+
+        def container_driver_for(name: str) -> RuntimeDriver:
+            assert config.containers is not None
+            return ContainerDriver(
+                name,
+                engine,
+                config.data_dir / "components",
+                prefix=config.containers.prefix,
+                client=local,
+                restart_budget=config.restart_budget,
+                restart_window_s=config.restart_window_s,
+            )
+
     status = AgentStatus()
     agent = Agent(
         config,
         api=ReportingClient(config.server_url, http, status=status, data_dir=config.data_dir),
         trust=trust,
         drivers=driver_for,
+        container_drivers=container_driver_for,
         health=health,
         fetcher=Downloader(http, config.downloads_dir, config.download_limits),
     )

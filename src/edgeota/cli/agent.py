@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import signal
 from pathlib import Path
@@ -47,6 +48,13 @@ def run_agent(
         list[str] | None,
         typer.Option(help="an accelerator the device has (repeat for more), e.g. cuda"),
     ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            help="the device's IANA time zone, e.g. Europe/Berlin (default: the system's, from "
+            "TZ or /etc/localtime, else UTC)"
+        ),
+    ] = None,
     runtime_port: Annotated[int, typer.Option(help="port of the local inference API")] = 8510,
     poll_interval: Annotated[
         float | None, typer.Option(help="seconds between check-ins (default: the server's)")
@@ -61,6 +69,20 @@ def run_agent(
     mqtt_ca: Annotated[
         Path | None, typer.Option(help="CA of the MQTT broker's certificate (default: --ca)")
     ] = None,
+    container_engine: Annotated[
+        str | None,
+        typer.Option(help="run container components with this engine: podman, docker or a path"),
+    ] = None,
+    container_engine_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a global flag for the engine (repeat), e.g. --container-engine-arg=--runtime "
+            "--container-engine-arg=runc"
+        ),
+    ] = None,
+    container_prefix: Annotated[
+        str, typer.Option(help="name prefix of the containers this agent runs")
+    ] = "edgeota-",
     crash_at: Annotated[str | None, typer.Option(hidden=True)] = None,
     crash_after_bytes: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
@@ -70,28 +92,37 @@ def run_agent(
     if server is None or data_dir is None:
         fail("give --server and --data-dir to run the agent", "edgeota agent --help")
     from edgeota.agent.agentlog import install_file_log
-    from edgeota.agent.config import AgentConfig
+    from edgeota.agent.config import AgentConfig, ContainerEngineConfig, system_time_zone
     from edgeota.agent.reconcile import build_agent
     from edgeota.errors import EdgeotaError
 
-    config = AgentConfig(
-        server_url=server,
-        data_dir=data_dir,
-        ca_file=ca,
-        root_file=root,
-        enroll_token=enroll_token,
-        device_name=name or platform.node(),
-        hardware_class=hardware_class or default_hardware_class(),
-        model_ram_budget_mb=model_ram_budget_mb,
-        accelerators=tuple(accelerator or ()),
-        runtime_port=runtime_port,
-        poll_interval_s=poll_interval,
-        local_api_port=local_api_port or None,
-        notices=notices,
-        mqtt_ca_file=mqtt_ca,
-        crash_at=crash_at,
-        crash_after_bytes=crash_after_bytes,
-    )
+    try:
+        config = AgentConfig(
+            server_url=server,
+            data_dir=data_dir,
+            ca_file=ca,
+            root_file=root,
+            enroll_token=enroll_token,
+            device_name=name or platform.node(),
+            hardware_class=hardware_class or default_hardware_class(),
+            model_ram_budget_mb=model_ram_budget_mb,
+            accelerators=tuple(accelerator or ()),
+            timezone=timezone or system_time_zone(os.environ),
+            runtime_port=runtime_port,
+            poll_interval_s=poll_interval,
+            local_api_port=local_api_port or None,
+            notices=notices,
+            mqtt_ca_file=mqtt_ca,
+            containers=None
+            if container_engine is None
+            else ContainerEngineConfig(
+                container_engine, tuple(container_engine_arg or ()), prefix=container_prefix
+            ),
+            crash_at=crash_at,
+            crash_after_bytes=crash_after_bytes,
+        )
+    except ValueError as e:
+        fail(str(e))
     install_file_log(data_dir)  # its tail is uploaded when an update fails
     try:
         agent = build_agent(config)

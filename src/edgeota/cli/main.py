@@ -14,6 +14,7 @@ from edgeota.cli import (
     delta,
     demo,
     device_user,
+    device_windows,
     fleet,
     model,
     monitoring,
@@ -34,6 +35,7 @@ app.add_typer(fleet.release_app, name="release")
 app.command("deploy")(fleet.deploy)
 app.add_typer(rollout.rollout_app, name="rollout")
 app.add_typer(fleet.devices_app, name="devices")
+fleet.devices_app.command("windows")(device_windows.windows)
 app.add_typer(fleet.enroll_app, name="enroll-token")
 app.add_typer(agent.agent_app, name="agent")
 app.command("demo")(demo.demo)

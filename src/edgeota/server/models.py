@@ -64,6 +64,9 @@ class Device(Base):
     time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
     maintenance_windows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     max_deferrals: Mapped[int] = mapped_column(Integer, default=0)
+    # The IANA zone the device reports in its inventory (None: not reported); windows set
+    # without a zone are read in it.
+    reported_time_zone: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class DeviceGroup(Base):

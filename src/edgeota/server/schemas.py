@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +24,18 @@ from edgeota.versionspec import check_spec
 
 Name = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+def check_time_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone this machine knows; ValueError saying so if not."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"time zone {name!r} is not an IANA time zone this server knows; "
+            "use a name such as 'Europe/Berlin' or 'UTC'"
+        ) from None
+    return name
 
 
 def _check_group_names(names: list[str]) -> list[str]:
@@ -88,6 +101,14 @@ class Inventory(Strict):
     accelerators: list[str] = Field(
         default_factory=list, max_length=8, description="e.g. ['cuda']; model variants may need one"
     )
+    timezone: str | None = Field(
+        default=None, max_length=64, description="the device's IANA time zone, e.g. 'Europe/Berlin'"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        return None if v is None else check_time_zone(v)
 
 
 class DeviceComponentPublic(BaseModel):
@@ -112,7 +133,12 @@ class DevicePublic(BaseModel):
     inventory: dict[str, Any]
     desired: dict[str, str]  # component -> version
     components: list[DeviceComponentPublic]
-    time_zone: str | None = None
+    time_zone: str | None = Field(
+        default=None, description="zone the operator set for windows given without one"
+    )
+    reported_time_zone: str | None = Field(
+        default=None, description="the IANA time zone the device reports in its inventory"
+    )
     windows: list[MaintenanceWindowSpec] = Field(default_factory=list)
     max_deferrals: int = 0
     variant_choice: dict[str, VariantChoicePublic] = Field(
@@ -182,9 +208,10 @@ class DeviceWindowsUpdate(Strict):
             MaintenanceWindow("0 0 * * *", 60, v)  # raises ValueError naming the zone
         return v
 
-    def resolved(self) -> list[dict[str, Any]]:
-        """The windows with every time zone filled in, as stored and sent to the device."""
-        zone = self.time_zone or "UTC"
+    def resolved(self, device_zone: str | None = None) -> list[dict[str, Any]]:
+        """The windows with every time zone filled in, as stored and sent to the device: a
+        window's own zone, else this update's, else ``device_zone`` (reported), else UTC."""
+        zone = self.time_zone or device_zone or "UTC"
         return [
             {"cron": w.cron, "duration_s": w.duration_s, "time_zone": w.time_zone or zone}
             for w in self.windows

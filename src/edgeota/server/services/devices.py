@@ -191,6 +191,7 @@ def put_inventory(session: Session, device: Device, inventory: Inventory) -> Non
         device.desired_revision += 1
         notices.mark_desired_changed(session, [device.id])
     device.inventory = body
+    device.reported_time_zone = inventory.timezone
     device.last_seen_at = utcnow()
     for name, installed in inventory.components.items():
         _upsert_component(
@@ -332,6 +333,7 @@ def to_public(session: Session, device: Device) -> DevicePublic:
             for c in components
         ],
         time_zone=device.time_zone,
+        reported_time_zone=device.reported_time_zone,
         windows=schedules.windows_of(device),
         max_deferrals=device.max_deferrals or 0,
         variant_choice=variants.choices_for(session, device),

@@ -22,7 +22,8 @@ NOW: Policy = "now"
 
 def set_windows(session: Session, device: Device, body: DeviceWindowsUpdate) -> None:
     device.time_zone = body.time_zone
-    device.maintenance_windows = body.resolved()
+    # Windows given without a zone, on a device without one set, follow the device's clock.
+    device.maintenance_windows = body.resolved(device.reported_time_zone)
     device.max_deferrals = body.max_deferrals
     device.desired_revision += 1  # the schedule is part of the desired state
 
