@@ -116,6 +116,13 @@ def test_infer_round_trip_equals_onnxruntime(
     assert body["latency_ms"] > 0
 
 
+def test_generate_is_refused_for_an_onnx_model(v1_url: str, client: httpx.Client) -> None:
+    assert client.get(f"{v1_url}/v1/model").json()["kind"] == "onnx"
+    response = client.post(f"{v1_url}/v1/generate", json={"prompt": "hello"})
+    assert response.status_code == 404
+    assert "serves an onnx model; /v1/generate needs an LLM" in response.json()["error"]
+
+
 def test_non_finite_outputs_travel_as_null(built: ExampleReleases, tmp_path: Path) -> None:
     install_release(built.v3_broken.path, tmp_path / "slot", "3.0.0")
     with running(LoadedModel.load(tmp_path / "slot")) as url:

@@ -107,8 +107,8 @@ def test_missing_output_fails_and_extra_outputs_are_ignored() -> None:
 def test_unknown_tolerance_key_is_a_caller_error_listing_known_keys() -> None:
     with pytest.raises(
         ValueError,
-        match=r"max_abs_err.*known keys are \['max_abs_error', 'min_psnr_db', 'max_latency_ms', "
-        r"'max_peak_rss_mb'\]",
+        match=r"max_abs_err.*known keys are \['max_abs_error', 'min_psnr_db', 'min_agreement', "
+        r"'max_latency_ms', 'max_peak_rss_mb'\]",
     ):
         compare_outputs({"denoised": REFERENCE}, {"denoised": REFERENCE}, {"max_abs_err": 0.1})
 

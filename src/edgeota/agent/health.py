@@ -6,7 +6,8 @@ After a switch the agent restarts the runtime on the new slot and asks it two th
    still holding the port cannot pass for the new one;
 2. the release's probe set (role ``probe``) is sent to ``POST /v1/infer`` and the outputs are
    compared with the references under the release's signed tolerance
-   (``edgeota.runtime.probe.compare_outputs``: NaN or Inf always fails);
+   (``edgeota.runtime.probe.compare_outputs``: NaN or Inf always fails; an LLM's top-1 next
+   tokens are held to ``min_agreement``, the share that must equal the references);
 3. where the tolerance sets them, the inference latency and the runtime's peak RSS that
    ``/v1/infer`` reports must stay within ``max_latency_ms`` and ``max_peak_rss_mb``.
 

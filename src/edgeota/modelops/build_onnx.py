@@ -77,7 +77,7 @@ def reference_outputs(model_path: Path, inputs: dict[str, Array]) -> dict[str, A
     return outputs
 
 
-def _write_probe(staging: Path, variant: str, probe: ProbeSet, first: Path | None) -> Path:
+def write_probe(staging: Path, variant: str, probe: ProbeSet, first: Path | None) -> Path:
     path = staging / f"probe-{variant}.npz"
     if first is None:
         save_probe(path, probe)
@@ -148,7 +148,7 @@ def build_onnx(
             raise BuildError(f"variant {name} outputs NaN or Inf on the probe set")
         latency = max(measured.first_ms or 0.0, measured.median_ms or 0.0)
         tolerance = tolerance_for(quality, references, latency, measured.peak_rss_mb)
-        probe_path = _write_probe(staging, name, probe, first_probe)
+        probe_path = write_probe(staging, name, probe, first_probe)
         first_probe = first_probe or probe_path
         digest, length = sha256_file(path)
         variant_model = onnx.load(str(path), load_external_data=False)

@@ -6,8 +6,9 @@ A bundle is a folder that ``edgeota release publish`` takes as it is:
       manifest.json          what was built and measured (edgeota.modelops.manifest)
       release.json           the release folder description (docs/release-folder.md)
       model-<variant>.<ext>  one model file per variant (role "model", its variant name)
-      probe-<variant>.npz    ONNX only: the probe set with the original's reference outputs,
-                             one per variant, so each variant carries its own signed tolerance
+      probe-<variant>.npz    ONNX, and GGUF where llama.cpp ran it: the probe set with the
+                             original's reference outputs, one per variant, so each variant
+                             carries its own signed tolerance
 
 The bundle is built in a hidden staging folder next to BUNDLE and moved into place at the
 end, so an interrupted build never leaves a half-written bundle under the final name.
@@ -28,8 +29,9 @@ from typing import Any
 
 from edgeota import __version__
 from edgeota.fsutil import atomic_write_text, fsync_dir
+from edgeota.modelops.build_gguf import build_gguf
 from edgeota.modelops.build_onnx import Built, OnnxInputs, build_onnx
-from edgeota.modelops.build_tensors import build_gguf, build_safetensors
+from edgeota.modelops.build_tensors import build_safetensors
 from edgeota.modelops.catalog import GGUF, ONNX, BuildError, detect_format, select_variants
 from edgeota.modelops.manifest import MANIFEST_NAME, Manifest, VariantRecord
 from edgeota.modelops.memory import EstimateConfig
@@ -128,7 +130,7 @@ def build_bundle(
             )
             built = build_onnx(model, staging, variants, explicit, given, progress)
         elif fmt == GGUF:
-            built = build_gguf(model, staging, variants, options.estimate, progress)
+            built = build_gguf(model, staging, variants, options.estimate, progress, options.repeat)
         else:
             built = build_safetensors(model, staging, variants, options.estimate, progress)
         _check_built(model, built)

@@ -4,11 +4,14 @@ Run by :mod:`edgeota.modelops.measure` in a fresh process, so the peak RSS
 (:func:`edgeota.runtime.resources.peak_rss_mb`) belongs to this variant alone:
 
     python -m edgeota.modelops.measure_child onnx MODEL --inputs IN.npz --outputs OUT.npz
+    python -m edgeota.modelops.measure_child gguf MODEL --prompts P.json --outputs OUT.npz
 
 An ONNX variant is loaded the way the device runtime loads it (same modules imported, same
-session options), so the figures predict what the device's health check will see. GGUF and
-safetensors files have no runtime here: their tensors are loaded into memory and only the
-load is measured.
+session options), so the figures predict what the device's health check will see. A GGUF
+LLM given prompts is loaded into llama.cpp the same way (:mod:`edgeota.runtime.llm`); its
+prompts are tokenized, cut to one common length, and scored. Without prompts (llama.cpp not
+installed) and for safetensors, the tensors are loaded into memory and only the load is
+measured.
 """
 
 from __future__ import annotations
@@ -57,6 +60,39 @@ def _measure_onnx(model: Path, inputs: Path | None, outputs: Path | None, repeat
     return result
 
 
+PROBE_TOKENS = 32  # longest probe prompt, in tokens; all are cut to the shortest one
+
+
+def _measure_llm(model: Path, prompts: Path, outputs: Path | None, repeat: int) -> Any:
+    from importlib.metadata import version
+
+    import edgeota.runtime.server  # noqa: F401  (the runtime's imports: the device's base RSS)
+    from edgeota.runtime.llm import TOKENS, LlamaSession, score_prompts
+
+    texts = json.loads(prompts.read_text("utf-8"))
+    start = time.perf_counter()
+    session = LlamaSession(model)
+    load_ms = (time.perf_counter() - start) * 1000.0
+    ids = [session.tokenize(str(text)) for text in texts]
+    length = min(PROBE_TOKENS, *(len(i) for i in ids))
+    tokens = np.array([i[:length] for i in ids], dtype=np.int32)
+    times = []
+    got: dict[str, Any] = {}
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        got = score_prompts(session, tokens)
+        times.append((time.perf_counter() - start) * 1000.0)
+    if outputs is not None:
+        np.savez(outputs, allow_pickle=False, **{TOKENS: tokens, **got})
+    return {
+        "load_ms": load_ms,
+        "measured": "load+probe",
+        "first_ms": times[0],
+        "median_ms": statistics.median(times[1:] or times),
+        "runtime": f"llama-cpp-python {version('llama-cpp-python')}",
+    }
+
+
 def _measure_gguf(model: Path) -> Any:
     import gguf
 
@@ -84,14 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path)
     parser.add_argument("--inputs", type=Path, help=".npz of input arrays keyed by name")
     parser.add_argument("--outputs", type=Path, help="write the outputs here as .npz")
+    parser.add_argument("--prompts", type=Path, help="GGUF: a JSON list of probe prompts")
     parser.add_argument("--repeat", type=int, default=5, help="runs of the probe inputs")
     args = parser.parse_args(argv)
-    if args.format == "onnx":
-        result = _measure_onnx(args.model, args.inputs, args.outputs, args.repeat)
-    elif args.format == "gguf":
-        result = _measure_gguf(args.model)
-    else:
-        result = _measure_safetensors(args.model)
+    from edgeota.errors import EdgeotaError
+
+    try:
+        if args.format == "onnx":
+            result = _measure_onnx(args.model, args.inputs, args.outputs, args.repeat)
+        elif args.format == "gguf" and args.prompts is not None:
+            result = _measure_llm(args.model, args.prompts, args.outputs, args.repeat)
+        elif args.format == "gguf":
+            result = _measure_gguf(args.model)
+        else:
+            result = _measure_safetensors(args.model)
+    except EdgeotaError as e:  # a model the runtime refuses: its reason, not a traceback
+        sys.stderr.write(f"{e}\n")
+        return 1
     from edgeota.runtime.resources import peak_rss_mb
 
     result["peak_rss_mb"] = peak_rss_mb()

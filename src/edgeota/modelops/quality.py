@@ -4,7 +4,11 @@ With a runtime, quality is measured on the probe set's outputs against the origi
 reference outputs, with a metric that fits what the model produces:
 
 - ``psnr_db`` for images (outputs in [0, 1]): peak signal-to-noise ratio, higher is better;
-- ``cosine`` for embeddings and other unbounded outputs: mean cosine similarity per example.
+- ``cosine`` for embeddings and other unbounded outputs: mean cosine similarity per example;
+- ``agreement`` for LLMs (GGUF under llama.cpp): the share of the probe prompts' positions
+  where the variant's top-1 next token is the original's. The change in perplexity on the
+  prompts' own text is recorded beside it; agreement is what the device can check, since it
+  needs only the references the release ships.
 
 Without one (GGUF without llama.cpp, safetensors), it is measured on the weights:
 ``weight_snr_db``, the signal-to-noise ratio of the variant's weights against the original's.
@@ -20,18 +24,22 @@ from typing import Any
 
 import numpy as np
 
+from edgeota.runtime.llm import NEXT_TOKEN, TOKEN_LOGPROB
 from edgeota.runtime.probe import (
     MAX_ABS_ERROR,
     MAX_LATENCY_MS,
     MAX_PEAK_RSS_MB,
+    MIN_AGREEMENT,
     PSNR_CAP_DB,
     Array,
+    agreement,
     psnr_db,
 )
 
 PSNR = "psnr_db"
 COSINE = "cosine"
 WEIGHT_SNR = "weight_snr_db"
+AGREEMENT = "agreement"
 OUTPUT_METRICS = (PSNR, COSINE)
 IMAGE_SLACK = 0.25
 
@@ -39,6 +47,10 @@ IMAGE_SLACK = 0.25
 # variant on another CPU rounds differently, a broken or badly quantized one does not pass.
 ERROR_MARGIN = 2.0
 ERROR_FLOOR = 1e-3  # relative to the largest reference value (at least 1)
+# An LLM variant's agreement floor is its build-time agreement less this share: another CPU's
+# kernels round differently and flip near-ties between the top two tokens; a broken or badly
+# quantized file loses far more.
+AGREEMENT_SLACK = 0.05
 # Latency and memory only catch regressions that are far off, never a slower device.
 LATENCY_FACTOR = 20.0
 LATENCY_SLACK_MS = 1000.0
@@ -116,6 +128,24 @@ def output_quality(
     return Quality(metric, figures[metric], "outputs", figures)
 
 
+def token_quality(outputs: Mapping[str, Array], references: Mapping[str, Array]) -> Quality:
+    """An LLM variant against the original on the probe prompts (both as
+    :func:`edgeota.runtime.llm.score_prompts` returns them)."""
+    score = agreement(np.asarray(outputs[NEXT_TOKEN]), np.asarray(references[NEXT_TOKEN]))
+    figures = {AGREEMENT: score}
+    got = np.asarray(outputs[TOKEN_LOGPROB], dtype=np.float64)
+    want = np.asarray(references[TOKEN_LOGPROB], dtype=np.float64)
+    if got.size and want.size:
+        if not (np.isfinite(got).all() and np.isfinite(want).all()):
+            return Quality(AGREEMENT, -math.inf, "outputs", {**figures, "perplexity": math.inf})
+        perplexity = math.exp(-float(got.mean()))
+        reference = math.exp(-float(want.mean()))
+        figures["perplexity"] = perplexity
+        figures["reference_perplexity"] = reference
+        figures["perplexity_change"] = perplexity / reference - 1.0
+    return Quality(AGREEMENT, score, "outputs", figures)
+
+
 def weight_quality(original: Mapping[str, Array], variant: Mapping[str, Array]) -> Quality:
     """Signal-to-noise of the variant's float weights against the original's."""
     signal = noise = 0.0
@@ -147,6 +177,29 @@ def _ceil_3(value: float) -> float:
     return float(f"{math.ceil(value / step - 1e-9) * step:.3g}")
 
 
+def _floor_3(value: float) -> float:
+    """``value`` rounded down to three decimals (a floor must not rise)."""
+    return math.floor(max(value, 0.0) * 1000.0 + 1e-9) / 1000.0
+
+
+def _budgets(latency_ms: float | None, peak_rss_mb: float | None) -> dict[str, float]:
+    budgets = {}
+    if latency_ms is not None:
+        budgets[MAX_LATENCY_MS] = _ceil_3(LATENCY_FACTOR * latency_ms + LATENCY_SLACK_MS)
+    if peak_rss_mb is not None:
+        budgets[MAX_PEAK_RSS_MB] = _ceil_3(RSS_FACTOR * peak_rss_mb + RSS_SLACK_MB)
+    return budgets
+
+
+def token_tolerance_for(
+    quality: Quality, latency_ms: float | None, peak_rss_mb: float | None
+) -> dict[str, float]:
+    """The device's bounds for an LLM variant: its agreement less the slack, and budgets."""
+    return {MIN_AGREEMENT: _floor_3(quality.score - AGREEMENT_SLACK)} | _budgets(
+        latency_ms, peak_rss_mb
+    )
+
+
 def tolerance_for(
     quality: Quality,
     references: Mapping[str, Array],
@@ -157,9 +210,4 @@ def tolerance_for(
     scale = max([1.0, *(float(np.max(np.abs(r))) for r in references.values() if r.size)])
     measured = quality.figures[MAX_ABS_ERROR]
     bound = max(ERROR_MARGIN * measured, measured + ERROR_FLOOR * scale)
-    tolerance = {MAX_ABS_ERROR: _ceil_3(bound)}
-    if latency_ms is not None:
-        tolerance[MAX_LATENCY_MS] = _ceil_3(LATENCY_FACTOR * latency_ms + LATENCY_SLACK_MS)
-    if peak_rss_mb is not None:
-        tolerance[MAX_PEAK_RSS_MB] = _ceil_3(RSS_FACTOR * peak_rss_mb + RSS_SLACK_MB)
-    return tolerance
+    return {MAX_ABS_ERROR: _ceil_3(bound)} | _budgets(latency_ms, peak_rss_mb)

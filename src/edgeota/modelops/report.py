@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeota.modelops.manifest import Manifest, VariantRecord
-from edgeota.modelops.quality import COSINE, PSNR, WEIGHT_SNR
+from edgeota.modelops.quality import AGREEMENT, COSINE, PSNR, WEIGHT_SNR
+from edgeota.runtime.probe import MAX_ABS_ERROR, MIN_AGREEMENT
 
 COLUMNS = (
     "variant",
@@ -17,7 +18,7 @@ COLUMNS = (
     "max err",
     "tol",
 )
-_QUALITY_HEADERS = {PSNR: "PSNR dB", COSINE: "cosine", WEIGHT_SNR: "wSNR dB*"}
+_QUALITY_HEADERS = {PSNR: "PSNR dB", COSINE: "cosine", WEIGHT_SNR: "wSNR dB*", AGREEMENT: "agree"}
 
 
 def columns(manifest: Manifest) -> tuple[str, ...]:
@@ -42,6 +43,8 @@ def quality_text(quality: dict[str, object]) -> str:
         return "-"
     if quality.get("metric") == COSINE:
         return f"{score:.5f}"
+    if quality.get("metric") == AGREEMENT:
+        return f"{score:.3f}"
     return f"{score:.1f}"
 
 
@@ -56,8 +59,10 @@ def _row(v: VariantRecord) -> ReportRow:
     # A load-only figure (no runtime for the format) is marked: it lacks the run's memory.
     marker = "" if measured.get("what") == "load+probe" else " L"
     median, first = measured.get("median_ms"), measured.get("first_ms")
-    max_err = v.quality.get("max_abs_error")
-    tol = (v.tolerance or {}).get("max_abs_error")
+    max_err = v.quality.get(MAX_ABS_ERROR)
+    tolerance = v.tolerance or {}
+    tol = tolerance.get(MAX_ABS_ERROR)
+    least = tolerance.get(MIN_AGREEMENT)
     return ReportRow(
         (
             v.name,
@@ -67,7 +72,7 @@ def _row(v: VariantRecord) -> ReportRow:
             "-" if median is None else f"{median:.2f} ({first:.1f})",
             quality_text(v.quality),
             "-" if not isinstance(max_err, int | float) else f"{max_err:.3g}",
-            "-" if tol is None else f"{tol:.3g}",
+            f">={least:.3f}" if least is not None else "-" if tol is None else f"{tol:.3g}",
         )
     )
 
@@ -88,6 +93,13 @@ def header_lines(manifest: Manifest) -> list[str]:
         lines.append(f"probe set: {probe['examples']} examples, {probe['description']}")
     lines += [f"skipped {s['variant']}: {s['reason']}" for s in manifest.skipped]
     lines += [f"note: {n}" for n in manifest.notes]
+    changes = [
+        f"{v.name} {v.quality['perplexity_change']:+.2%}"
+        for v in manifest.variants
+        if isinstance(v.quality.get("perplexity_change"), int | float)
+    ]
+    if changes:
+        lines.append("perplexity on the probe prompts vs the original: " + ", ".join(changes))
     if any(v.quality.get("basis") == "weights" for v in manifest.variants):
         lines.append("* wSNR: scored on the weights against the original's, not on outputs")
     if any((v.measured or {}).get("what") == "load" for v in manifest.variants):

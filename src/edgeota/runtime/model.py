@@ -8,7 +8,6 @@ rejects), so a runtime that cannot start says why before it exits.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,58 +15,20 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeota.errors import FormatError
-from edgeota.fsutil import safe_join
 from edgeota.runtime.probe import Array
-from edgeota.slotinfo import SLOT_INFO_NAME, SlotInfo
+from edgeota.runtime.slotmodel import TensorSpec, slot_model_file
+from edgeota.slotinfo import SlotInfo
 
-# onnxruntime's element type names and the numpy dtypes that hold them.
-_ORT_DTYPES: dict[str, np.dtype[Any]] = {
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(double)": np.dtype(np.float64),
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(int8)": np.dtype(np.int8),
-    "tensor(int16)": np.dtype(np.int16),
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(int64)": np.dtype(np.int64),
-    "tensor(uint8)": np.dtype(np.uint8),
-    "tensor(bool)": np.dtype(np.bool_),
-}
+__all__ = ["LoadedModel", "TensorSpec"]
+
 # Which kinds of input values may be cast to a tensor of a given kind without losing meaning.
 _ACCEPTED_KINDS = {"f": "biuf", "i": "biu", "u": "bu", "b": "b"}
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output. ``None`` in ``shape`` is a free (e.g. batch) dimension."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    type: str  # onnxruntime's name, e.g. "tensor(float)"
-    dtype: np.dtype[Any] | None  # None for types this runtime cannot feed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "type": self.type,
-            "dtype": None if self.dtype is None else self.dtype.name,
-        }
-
-    @classmethod
-    def from_ort(cls, arg: Any) -> TensorSpec:
-        # Symbolic dimensions come back as strings ("N", "batch"), unknown ones as None.
-        shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in arg.shape)
-        return cls(str(arg.name), shape, str(arg.type), _ORT_DTYPES.get(str(arg.type)))
-
-    def describe(self) -> str:
-        dims = ", ".join("N" if d is None else str(d) for d in self.shape)
-        # np.dtype has a length (its field count), so "or" would treat float32 as empty.
-        kind = self.type if self.dtype is None else self.dtype.name
-        return f"{self.name} ({kind} [{dims}])"
-
-
 class LoadedModel:
     """An onnxruntime session for the model file of one installed slot."""
+
+    kind: str = "onnx"
 
     def __init__(
         self, slot: SlotInfo, model_path: Path, session: Any
@@ -81,36 +42,11 @@ class LoadedModel:
 
     @classmethod
     def load(cls, slot_dir: Path) -> LoadedModel:
-        try:
-            slot = SlotInfo.read(slot_dir)
-        except FileNotFoundError as e:
-            raise FormatError(
-                f"{slot_dir} has no {SLOT_INFO_NAME}: the slot is empty or was not fully "
-                "installed; install a release into it before starting the runtime"
-            ) from e
-        entry = slot.file_with_role("model")
-        if entry is None:
-            raise FormatError(
-                f"release {slot.release_id} in {slot_dir} lists no file with role 'model'; "
-                "publish the release with its model file marked as role 'model'"
-            )
-        path = safe_join(slot_dir, entry.file)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError as e:
-            raise FormatError(f"model file {path} is missing; reinstall the release") from e
-        # The agent verified the hash when it installed the slot; re-hashing a large model at
-        # every start would be slow, but a length check still catches truncation on disk.
-        if size != entry.length:
-            raise FormatError(
-                f"model file {path} is {size} bytes, but the slot description says "
-                f"{entry.length}: the slot is damaged; reinstall the release"
-            )
+        slot, path = slot_model_file(slot_dir)
         if path.suffix == ".gguf":
             raise FormatError(
-                f"model file {path} is a GGUF model; this runtime serves ONNX models, and GGUF "
-                "needs llama.cpp (llama-cpp-python), which it does not drive: publish an ONNX "
-                "variant for this device class"
+                f"model file {path} is a GGUF model, which onnxruntime cannot run; the runtime "
+                "serves it through edgeota.runtime.slotmodel.load_slot_model (llama.cpp)"
             )
         if path.suffix != ".onnx":
             raise FormatError(f"model file {path} is not an .onnx file; this runtime runs ONNX")

@@ -30,11 +30,15 @@ REFERENCE_PREFIX = "reference:"
 
 MAX_ABS_ERROR = "max_abs_error"
 MIN_PSNR_DB = "min_psnr_db"
+# For outputs that are labels, not quantities (an LLM's top-1 next tokens): the share of
+# output values equal to the reference, in [0, 1]. An error size means nothing for token IDs.
+MIN_AGREEMENT = "min_agreement"
+AGREEMENT = "agreement"
 # Budgets for the runtime, not the outputs: checked by the device's health check from the
 # figures the runtime reports (its inference latency and peak RSS).
 MAX_LATENCY_MS = "max_latency_ms"
 MAX_PEAK_RSS_MB = "max_peak_rss_mb"
-KNOWN_TOLERANCES = (MAX_ABS_ERROR, MIN_PSNR_DB, MAX_LATENCY_MS, MAX_PEAK_RSS_MB)
+KNOWN_TOLERANCES = (MAX_ABS_ERROR, MIN_PSNR_DB, MIN_AGREEMENT, MAX_LATENCY_MS, MAX_PEAK_RSS_MB)
 _NON_NEGATIVE = (MAX_ABS_ERROR, MAX_LATENCY_MS, MAX_PEAK_RSS_MB)
 
 NON_FINITE_REASON = "outputs contain NaN or Inf"
@@ -148,6 +152,8 @@ def check_tolerance(tolerance: Mapping[str, float]) -> None:
     for key in _NON_NEGATIVE:
         if tolerance.get(key, 0.0) < 0:
             raise ValueError(f"tolerance {key} must not be negative")
+    if not 0.0 <= tolerance.get(MIN_AGREEMENT, 0.0) <= 1.0:
+        raise ValueError(f"tolerance {MIN_AGREEMENT} is a share and must lie in [0, 1]")
 
 
 def psnr_db(outputs: Array, references: Array) -> float:
@@ -167,7 +173,8 @@ def compare_outputs(
 
     Every reference must have an output of the same shape; outputs the references do not
     name are ignored. Non-finite outputs always fail, whatever the tolerance. Figures
-    (``max_abs_error``, ``mean_abs_error``, ``psnr_db``) are taken over all referenced outputs.
+    (``max_abs_error``, ``mean_abs_error``, ``psnr_db``, and ``agreement`` when the tolerance
+    bounds it) are taken over all referenced outputs.
     Raises ValueError for unknown tolerance keys (a caller or publisher bug).
     """
     check_tolerance(tolerance)
@@ -223,4 +230,21 @@ def compare_outputs(
             f"PSNR {figures['psnr_db']:.2f} dB is below the tolerance {floor:.2f} dB",
             figures,
         )
+    least = tolerance.get(MIN_AGREEMENT)
+    if least is not None:
+        figures[AGREEMENT] = agreement(np.concatenate(got), np.concatenate(want))
+        if figures[AGREEMENT] < least:
+            return ProbeResult(
+                False,
+                f"agreement {figures[AGREEMENT]:.4f} with the reference outputs is below "
+                f"the tolerance {least:.4f}",
+                figures,
+            )
     return ProbeResult(True, None, figures)
+
+
+def agreement(outputs: Array, references: Array) -> float:
+    """The share of output values exactly equal to the reference (1.0 for no values)."""
+    if references.size == 0:
+        return 1.0
+    return float(np.count_nonzero(outputs == references)) / float(references.size)

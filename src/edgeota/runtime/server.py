@@ -1,9 +1,16 @@
 """The on-device inference API: a small HTTP server in front of the slot's model.
 
     GET  /healthz    200 {"status": "ok", "component", "version", "release_id"}
-    GET  /v1/model   the model's inputs and outputs (name, shape, type)
+    GET  /v1/model   the model's kind ("onnx" or "llm"), inputs and outputs (name, shape, type)
     POST /v1/infer   {"inputs": {name: nested lists}}
                      -> {"outputs": {...}, "latency_ms": float, "peak_rss_mb": float}
+    POST /v1/generate  LLMs only: {"prompt": str, "max_tokens": int}
+                     -> {"text", "tokens", "prompt_tokens", "finish_reason", "latency_ms",
+                         "peak_rss_mb"} (greedy decoding)
+
+An LLM (a GGUF model, served through llama.cpp: edgeota.runtime.llm) takes ``tokens`` at
+``/v1/infer`` and returns each position's top-1 ``next_token``, so the agent's health check
+runs an LLM's probe set the way it runs any other.
 
 ``peak_rss_mb`` is the process's peak resident memory so far (loading included), which the
 device's health check holds against the release's ``max_peak_rss_mb`` budget.
@@ -13,9 +20,10 @@ without a Content-Length, 413 past ``max_body_bytes``, 422 for inputs the model 
 Non-finite output values are written as ``null`` (strict JSON has no NaN).
 
 The standard library's threading HTTP server is enough for a local API and keeps the device's
-dependencies to onnxruntime and numpy. The model is loaded before the port opens, so a runtime
-that answers ``/healthz`` is serving its slot's release; one that cannot load its model exits
-non-zero with the reason on stderr, which the agent reads as a failed start.
+dependencies to onnxruntime (or llama.cpp) and numpy. The model is loaded before the port
+opens, so a runtime that answers ``/healthz`` is serving its slot's release; one that cannot
+load its model exits non-zero with the reason on stderr, which the agent reads as a failed
+start.
 
 Run as ``python -m edgeota.runtime.server --slot-dir DIR [--host H] [--port P]``.
 """
@@ -44,9 +52,10 @@ import numpy as np
 from edgeota import __version__
 from edgeota.errors import EdgeotaError
 from edgeota.fsutil import atomic_write_text
-from edgeota.runtime.model import LoadedModel
+from edgeota.runtime.llm import LoadedLlm
 from edgeota.runtime.probe import Array
 from edgeota.runtime.resources import peak_rss_mb
+from edgeota.runtime.slotmodel import ServedModel, load_slot_model
 
 # A fixed name: under "python -m" __name__ is "__main__".
 logger = logging.getLogger("edgeota.runtime.server")
@@ -66,7 +75,7 @@ class RuntimeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # an idle keep-alive connection must not hold up shutdown
 
     def __init__(
-        self, address: tuple[str, int], model: LoadedModel, max_body_bytes: int = MAX_BODY_BYTES
+        self, address: tuple[str, int], model: ServedModel, max_body_bytes: int = MAX_BODY_BYTES
     ) -> None:
         self.model = model
         self.max_body_bytes = max_body_bytes
@@ -136,23 +145,29 @@ class _Handler(BaseHTTPRequestHandler):
                     "component": slot.component,
                     "version": slot.version,
                     "release_id": slot.release_id,
+                    "kind": model.kind,
+                    **(model.describe() if isinstance(model, LoadedLlm) else {}),
                     "inputs": [spec.to_json() for spec in model.inputs],
                     "outputs": [spec.to_json() for spec in model.outputs],
                 },
             )
-        elif path == "/v1/infer":
-            self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST for /v1/infer")
+        elif path in ("/v1/infer", "/v1/generate"):
+            self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, f"use POST for {path}")
         else:
             self._send_error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
-        if path != "/v1/infer":
+        if path not in ("/v1/infer", "/v1/generate"):
             self._send_error(HTTPStatus.NOT_FOUND, f"no such endpoint for POST: {path}")
             return
         body = self._read_body()
-        if body is not None:
+        if body is None:
+            return
+        if path == "/v1/infer":
             self._infer(body)
+        else:
+            self._generate(body)
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering with an error."""
@@ -230,9 +245,58 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def _generate(self, body: bytes) -> None:
+        model = self._runtime.model
+        if not isinstance(model, LoadedLlm):
+            self._send_error(
+                HTTPStatus.NOT_FOUND,
+                f"this release serves an {model.kind} model; /v1/generate needs an LLM (GGUF)",
+            )
+            return
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            self._send_error(HTTPStatus.BAD_REQUEST, f"request body is not valid JSON: {e}")
+            return
+        prompt = payload.get("prompt") if isinstance(payload, dict) else None
+        max_tokens = payload.get("max_tokens", 32) if isinstance(payload, dict) else None
+        if (
+            not isinstance(prompt, str)
+            or not isinstance(max_tokens, int)
+            or isinstance(max_tokens, bool)
+        ):
+            self._send_error(
+                HTTPStatus.BAD_REQUEST,
+                'expected a JSON object {"prompt": "<text>", "max_tokens": <integer>}',
+            )
+            return
+        start = time.perf_counter()
+        try:
+            result = model.generate(prompt, max_tokens)
+        except ValueError as e:
+            self._send_error(HTTPStatus.UNPROCESSABLE_ENTITY, str(e))
+            return
+        # llama-cpp-python raises RuntimeError (a failed decode) and lets ctypes errors through.
+        except Exception as e:
+            logger.warning("generation failed for release %s: %s", model.slot.release_id, e)
+            self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"generation failed: {e}")
+            return
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        self._send_json(
+            HTTPStatus.OK,
+            {
+                "text": result.text,
+                "tokens": result.tokens,
+                "prompt_tokens": result.prompt_tokens,
+                "finish_reason": result.finish_reason,
+                "latency_ms": latency_ms,
+                "peak_rss_mb": peak_rss_mb(),
+            },
+        )
+
 
 def build_runtime_server(
-    model: LoadedModel, host: str = "127.0.0.1", port: int = 0
+    model: ServedModel, host: str = "127.0.0.1", port: int = 0
 ) -> RuntimeHTTPServer:
     """Bind a server for ``model`` (port 0 picks a free port); call ``serve_forever`` to run."""
     return RuntimeHTTPServer((host, port), model)
@@ -271,7 +335,7 @@ def serve(
     bound. Once listening, writes ``ready_file`` (JSON with pid, host, port, release_id) if
     given, and removes it again on a clean shutdown.
     """
-    model = LoadedModel.load(slot_dir)
+    model = load_slot_model(slot_dir)
     server = build_runtime_server(model, host, port)
     slot = model.slot
     try:

@@ -71,14 +71,14 @@ def check_slot(
 
 def _probe(slot_dir: Path, info: SlotInfo) -> SimHealth:
     from edgeota.fsutil import safe_join
-    from edgeota.runtime.model import LoadedModel
     from edgeota.runtime.probe import compare_outputs, load_probe
+    from edgeota.runtime.slotmodel import load_slot_model
 
     entry = info.file_with_role("probe")
     if entry is None or info.file_with_role("model") is None:
         return SimHealth(True, f"release {info.release_id} ships no probe set", {})
     try:
-        model = LoadedModel.load(slot_dir)
+        model = load_slot_model(slot_dir)
         probe = load_probe(safe_join(slot_dir, entry.file))
         outputs = model.run(probe.inputs)
         result = compare_outputs(outputs, probe.references, info.tolerance)
