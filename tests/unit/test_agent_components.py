@@ -120,6 +120,8 @@ def test_a_held_member_survives_a_restart_and_completes_its_set(dev: Device) -> 
     assert not dev.agents[-1].run_once()  # the app's download fails: retried later
     rec = dev.journal().components[COMPONENT]
     assert rec.state is State.TRIAL and rec.held_for == [APP]
+    (failed,) = [e for e in dev.api.events if e["event"] == "download_failed"]
+    assert failed["component"] == APP and failed["detail"]["will_retry"] is True
     dev.repo.handle = serve  # type: ignore[method-assign]
     agent = dev.restart()  # kill -9 while held
     assert agent.run_once()

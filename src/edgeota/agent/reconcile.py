@@ -545,6 +545,7 @@ class Agent:
         def note(r: ComponentRecord) -> None:
             r.last_error = reason[:_REASON_CHARS]
 
+        detail = {**(detail or {}), "will_retry": keep}
         self._transition(name, Event.DOWNLOAD_FAILED, reason=reason, detail=detail, before=note)
         if not keep:  # for good: a set waiting for this release cannot complete
             self._abort_sets(name, reason)

@@ -82,7 +82,13 @@ class Device:
         wanted = self.desired()["components"].get(component)
         return None if wanted is None else str(wanted["version"])
 
-    def report(self, event: str, release: dict[str, Any], state: str = "idle") -> None:
+    def report(
+        self,
+        event: str,
+        release: dict[str, Any],
+        state: str = "idle",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         body = {
             "events": [
                 {
@@ -93,6 +99,7 @@ class Device:
                     "state": state,
                     "release_id": release["id"],
                     "version": release["version"],
+                    "detail": detail or {},
                 }
             ]
         }
@@ -650,3 +657,28 @@ def test_devices_the_release_does_not_fit_are_not_targeted(client: TestClient) -
     _tick(client, utcnow() + timedelta(seconds=1))
     assert d.desired_version() is None
     assert _get(client, rollout["id"])["status"] == "completed"
+
+
+def test_a_download_the_device_retries_does_not_count_as_a_failure(client: TestClient) -> None:
+    """A network drop fails a download the agent will retry: not a failed device; a
+    download that failed for good (tampered bytes, say) is one."""
+    release = _publish(client, "2.0.0", b"v2")
+    fleet = [Device(client, ["fleet"]) for _ in range(2)]
+    rollout = _create(
+        client,
+        release="denoiser@2.0.0",
+        group="fleet",
+        field_test_devices=[fleet[0].id, fleet[1].id],
+        percentages=[100],
+        max_failed=0,
+        max_failed_share=None,
+    )
+    t = utcnow() + timedelta(seconds=1)
+    _tick(client, t)
+    fleet[0].report("download_failed", release, detail={"will_retry": True})
+    _tick(client, t + timedelta(seconds=1))
+    assert _get(client, rollout["id"])["status"] == "running"
+    fleet[1].report("download_failed", release, detail={"will_retry": False})
+    _tick(client, t + timedelta(seconds=2))
+    halted = _get(client, rollout["id"])
+    assert halted["status"] == "halted" and "failure threshold" in halted["halt_reason"]

@@ -44,10 +44,24 @@ EVENT_OUTCOMES: dict[str, DeviceStatus] = {
     # Staged, and waiting for a maintenance window (or the user put it off).
     "waiting_for_window": D.UPDATING,
     "deferred": D.UPDATING,
+    # Waiting for another component's release it needs, or passed and held for its set.
+    "waiting_for_need": D.UPDATING,
+    "held_for_set": D.UPDATING,
 }
 del D
 
 _CHUNK = 500  # ids per IN (...) list
+
+
+def outcome(event: EventIn) -> DeviceStatus | None:
+    """Where an event puts its device in a rollout (None: the event says nothing about it).
+
+    A download that failed on the network is retried by the agent (``will_retry``): the
+    device is still updating, so a brief outage does not count against the failure threshold.
+    """
+    if event.event == "download_failed" and event.detail.get("will_retry") is True:
+        return DeviceStatus.UPDATING
+    return EVENT_OUTCOMES.get(event.event)
 
 
 def record(session: Session, device_id: str, events: Sequence[EventIn], now: datetime) -> None:
@@ -62,7 +76,7 @@ def record(session: Session, device_id: str, events: Sequence[EventIn], now: dat
     ).all()
     for row, release_id in rows:
         for e in sorted(events, key=lambda e: e.seq):
-            status = EVENT_OUTCOMES.get(e.event)
+            status = outcome(e)
             if status is None or e.release_id != release_id:
                 continue
             if row.last_seq is not None and e.seq <= row.last_seq:
