@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from edgeota.delta import DEFAULT_LEVEL, create_patch
+from edgeota.server import notices
 from edgeota.server.artifacts import ArtifactStore
 from edgeota.server.db import session_scope
 from edgeota.server.models import DeltaJob, DesiredComponent, Device, Release, ReleaseFile
@@ -46,6 +47,7 @@ from edgeota.server.services.releases import TargetSigner
 from edgeota.targets import TargetCustom
 
 log = logging.getLogger(__name__)
+_ID_CHUNK = 500  # ids per IN (...) list: well below every database's bound-parameter limit
 
 _ERROR_CHARS = 2000
 _CANDIDATES = 8  # jobs looked at per claim; losing a race on all of them is rare
@@ -281,19 +283,23 @@ def finish(
             log.warning("delta job %d was taken over while building; result dropped", claim.job_id)
             return False
         if done:
-            # The check-in ETag is the device's desired_revision: a new delta is news.
-            session.execute(
-                update(Device)
-                .where(
-                    Device.id.in_(
-                        select(DesiredComponent.device_id).where(
-                            DesiredComponent.release_id == claim.release_id
-                        )
+            # The check-in ETag is the device's desired_revision: a new delta is news, told
+            # at once to devices that hear notices (a bulk UPDATE fires no ORM events).
+            wanting = list(
+                session.scalars(
+                    select(DesiredComponent.device_id).where(
+                        DesiredComponent.release_id == claim.release_id
                     )
                 )
-                .values(desired_revision=Device.desired_revision + 1)
-                .execution_options(synchronize_session=False)
             )
+            for start in range(0, len(wanting), _ID_CHUNK):
+                session.execute(
+                    update(Device)
+                    .where(Device.id.in_(wanting[start : start + _ID_CHUNK]))
+                    .values(desired_revision=Device.desired_revision + 1)
+                    .execution_options(synchronize_session=False)
+                )
+            notices.mark_desired_changed(session, wanting)
     return True
 
 

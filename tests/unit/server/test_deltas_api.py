@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgeota.delta import apply_patch
+from edgeota.procs import wait_until
 from edgeota.server import delta_builder
 from edgeota.server.app import create_app
 from edgeota.server.bootstrap import prepare
@@ -271,3 +273,30 @@ def test_stored_file_that_no_longer_matches_its_hash_gets_no_delta(
     assert job["status"] == "failed"
     assert "corrupted" in job["error"]
     assert len(signer.signed) == signed_before  # nothing signed for bytes that are wrong
+
+
+def test_a_built_delta_wakes_a_device_waiting_on_a_long_poll(client: TestClient) -> None:
+    """A new delta changes the desired state: a device listening is told at once."""
+    device_id, auth = enroll(client)
+    publish(client, "1.0.0", model(1))
+    v2 = publish(client, "2.0.0", model(2))
+    client.post("/api/v1/deployments", json={"release": v2["id"], "group": "lab"})
+    url = f"/api/v1/devices/{device_id}/desired-state"
+    etag = client.get(url, headers=auth).headers["etag"]
+    answer: dict[str, Any] = {}
+
+    def long_poll() -> None:
+        answer["response"] = client.get(
+            url, params={"wait": 25}, headers={**auth, "If-None-Match": etag}
+        )
+
+    waiter = threading.Thread(target=long_poll)
+    waiter.start()
+    waiters = ctx_of(client).waiters
+    wait_until(lambda: waiters.waiting == 1, 10, interval_s=0.05, what="the check-in waits")
+    assert process(client) == 1
+    waiter.join(10)
+    assert not waiter.is_alive(), "the long-poll was not woken by the new delta"
+    response = answer["response"]
+    assert response.status_code == 200
+    assert response.json()["components"]["denoiser"]["deltas"]
