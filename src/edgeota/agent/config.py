@@ -1,5 +1,5 @@
 """The agent's configuration: one typed value object, built by the CLI (which alone reads
-options and environment variables) and passed to :func:`edgeota.agent.reconcile.build_agent`."""
+options and environment variables) and passed to :func:`edgeota.agent.wiring.build_agent`."""
 
 from __future__ import annotations
 

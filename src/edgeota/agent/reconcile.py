@@ -50,7 +50,7 @@ from edgeota.agent.decision import (
 from edgeota.agent.delta_fetch import DeltaFetcher, DeltaPlan, record_fetched, transfer_report
 from edgeota.agent.diskspace import FreeBytes, NotEnoughSpaceError, ensure_free, free_bytes
 from edgeota.agent.download import DownloadCancelledError, Fetcher
-from edgeota.agent.driver import HealthCheck, HealthResult, RuntimeDriver
+from edgeota.agent.driver import HealthCheck, RuntimeDriver
 from edgeota.agent.journal import ComponentRecord, Identity, Journal, PendingRelease, ReleaseRef
 from edgeota.agent.layer_reuse import reusable_files
 from edgeota.agent.slots import ComponentSlots, other_slot
@@ -567,19 +567,7 @@ class Agent:
 
     def _delta_failed(self, name: str, reason: str, detail: dict[str, Any]) -> None:
         """Report a delta that could not be used (the full file is fetched instead)."""
-        rec = self.journal.component(name)
-        assert rec.pending is not None
-        self.journal.record_event(
-            time=self._timestamp(),
-            component=name,
-            event="delta_failed",
-            state=rec.state.value,
-            release_id=rec.pending.release_id,
-            version=rec.pending.version,
-            reason=reason[:_REASON_CHARS],
-            detail=detail,
-        )
-        self.journal.save()
+        self._note(name, "delta_failed", reason, detail=detail)
 
     def _switch(self, name: str) -> None:
         rec = self.journal.component(name)
@@ -619,16 +607,7 @@ class Agent:
         if result.changed or rec.wait != result.wait:
             rec.wait = result.wait
             for report in result.reports:
-                self.journal.record_event(
-                    time=self._timestamp(),
-                    component=name,
-                    event=report.event,
-                    state=rec.state.value,
-                    release_id=pending.release_id,
-                    version=pending.version,
-                    reason=report.reason[:_REASON_CHARS],
-                    detail=report.detail,
-                )
+                self._note(name, report.event, report.reason, detail=report.detail, save=False)
             self.journal.save()
         schedule.remove_requests(self.config.data_dir, result.consumed)
         wake = result.verdict.wait_until
@@ -715,20 +694,11 @@ class Agent:
             return False
         if holders != rec.held_for:
             rec.held_for = holders
-            self.journal.record_event(
-                time=self._timestamp(),
-                component=name,
-                event="held_for_set",
-                state=rec.state.value,
-                release_id=rec.pending.release_id,
-                version=rec.pending.version,
-                reason=(
-                    f"passed its health check; committed once {', '.join(holders)} "
-                    "(which need it) are installed, or rolled back with them"
-                ),
-                detail=_figures(figures),
+            reason = (
+                f"passed its health check; committed once {', '.join(holders)} (which need "
+                "it) are installed, or rolled back with them"
             )
-            self.journal.save()
+            self._note(name, "held_for_set", reason, detail=_figures(figures))
         return True
 
     def _holders(self, name: str) -> list[str]:
@@ -909,6 +879,32 @@ class Agent:
         self.journal.save()
         log.info("%s: %s -> %s %s", name, event.value, tr.target.value, reason or "")
 
+    def _note(
+        self,
+        name: str,
+        event: str,
+        reason: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        about: ReleaseRef | None = None,
+        save: bool = True,
+    ) -> None:
+        """Report an event that moves no state: about ``about``, else the release under way."""
+        rec = self.journal.component(name)
+        release = about or rec.pending or rec.committed
+        self.journal.record_event(
+            time=self._timestamp(),
+            component=name,
+            event=event,
+            state=rec.state.value,
+            release_id=release.release_id if release else None,
+            version=release.version if release else None,
+            reason=reason[:_REASON_CHARS],
+            detail=detail,
+        )
+        if save:
+            self.journal.save()
+
     def _tell_refusal(
         self,
         name: str,
@@ -961,17 +957,9 @@ class Agent:
             driver.supervise()
             if driver.crashed() and name not in self._crash_loop_told:
                 self._crash_loop_told.add(name)
-                rec = self.journal.component(name)
-                self.journal.record_event(
-                    time=self._timestamp(),
-                    component=name,
-                    event="runtime_crash_loop",
-                    state=rec.state.value,
-                    release_id=rec.committed.release_id if rec.committed else None,
-                    version=rec.committed.version if rec.committed else None,
-                    reason="the runtime of the committed slot keeps exiting",
-                )
-                self.journal.save()
+                committed = self.journal.component(name).committed
+                why = "the runtime of the committed slot keeps exiting"
+                self._note(name, "runtime_crash_loop", why, about=committed)
 
     def _sweep_downloads(self) -> None:
         if all(r.state is State.IDLE for r in self.journal.components.values()):
@@ -1033,78 +1021,3 @@ def _runtime_kind(slot_dir: Path) -> str | None:
     if info.file_with_role("model") is not None:
         return KIND_MODEL
     return None
-
-
-def build_agent(config: AgentConfig) -> Agent:
-    """The agent with its real parts: HTTPS API, TUF trust, downloader, runtime processes."""
-    import httpx
-
-    from edgeota.agent.api_client import make_http_client
-    from edgeota.agent.companions import start_companions
-    from edgeota.agent.container_driver import ContainerDriver
-    from edgeota.agent.download import Downloader
-    from edgeota.agent.driver import ProcessDriver
-    from edgeota.agent.engine import CliEngine
-    from edgeota.agent.health import check_runtime_health
-    from edgeota.agent.reporting import AgentStatus, ReportingClient
-    from edgeota.trust.client import TrustClient
-
-    http = make_http_client(config.server_url, config.ca_file, config.http_timeout_s)
-    local = httpx.Client()  # the runtime listens on loopback only
-    try:
-        root = None if config.root_file is None else config.root_file.read_bytes()
-        trust = TrustClient(
-            config.data_dir / "tuf", config.metadata_base_url, config.targets_base_url, http, root
-        )
-    except (OSError, ValueError) as e:
-        raise AgentSetupError(f"cannot set up TUF verification: {e}") from e
-    ports: dict[str, int] = {}
-
-    def driver_for(name: str) -> RuntimeDriver:
-        # One runtime per model component, on consecutive ports from runtime_port.
-        port = ports.setdefault(name, config.runtime_port + len(ports))
-        return ProcessDriver(
-            port,
-            host=config.runtime_host,
-            client=local,
-            restart_budget=config.restart_budget,
-            restart_window_s=config.restart_window_s,
-            log_path=config.data_dir / "logs" / f"runtime-{name}.log",
-            pid_file=config.data_dir / "run" / f"runtime-{name}.pid",
-        )
-
-    def health(base_url: str, slot_dir: Path, timeout_s: float) -> HealthResult:
-        return check_runtime_health(base_url, slot_dir, local, timeout_s)
-
-    container_driver_for = None
-    if config.containers is not None:
-        engine = CliEngine(
-            config.containers.executable,
-            config.containers.global_args,
-            command_timeout_s=config.containers.command_timeout_s,
-        )
-
-        def container_driver_for(name: str) -> RuntimeDriver:
-            assert config.containers is not None
-            return ContainerDriver(
-                name,
-                engine,
-                config.data_dir / "components",
-                prefix=config.containers.prefix,
-                client=local,
-                restart_budget=config.restart_budget,
-                restart_window_s=config.restart_window_s,
-            )
-
-    status = AgentStatus()
-    agent = Agent(
-        config,
-        api=ReportingClient(config.server_url, http, status=status, data_dir=config.data_dir),
-        trust=trust,
-        drivers=driver_for,
-        container_drivers=container_driver_for,
-        health=health,
-        fetcher=Downloader(http, config.downloads_dir, config.download_limits),
-    )
-    start_companions(agent, config, status)
-    return agent

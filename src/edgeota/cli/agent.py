@@ -93,7 +93,7 @@ def run_agent(
         fail("give --server and --data-dir to run the agent", "edgeota agent --help")
     from edgeota.agent.agentlog import install_file_log
     from edgeota.agent.config import AgentConfig, ContainerEngineConfig, system_time_zone
-    from edgeota.agent.reconcile import build_agent
+    from edgeota.agent.wiring import build_agent
     from edgeota.errors import EdgeotaError
 
     try:
