@@ -356,7 +356,10 @@ class Agent:
             self._tell_refusal(name, desired, reason, event=desired.status[:64])
             return
         if rec is not None and desired.release_id in rec.failed_release_ids:
-            self._tell_refusal(name, desired, f"{desired.release_id} failed here before")
+            # Not a refusal (a rollout would count the device failed instead of rolled back):
+            # the rollback was reported; an agent restarted since says it once more.
+            why = _failed_before(desired.release_id)
+            self._tell_refusal(name, desired, why, event="already_failed")
             return
         try:
             targets = self._signed_targets(desired.targets)
@@ -639,14 +642,16 @@ class Agent:
             driver.restart(slot_dir)
             self._crash_loop_told.discard(name)
             if not driver.wait_ready(self.config.ready_timeout_s):
-                if driver.crashed():
+                said = driver.last_output()
+                if kind == KIND_CONTAINER and said:
+                    why = said  # the container's own check says what failed, with figures
+                elif driver.crashed():
                     why = (
                         f"the runtime crash-loops on the new slot ({driver.restart_count} restarts)"
                     )
                 else:
                     why = f"the runtime did not answer within {self.config.ready_timeout_s:g} s"
-                said = driver.last_output()
-                self._fail_trial(name, f"{why}: {said}" if said else why, figures)
+                self._fail_trial(name, f"{why}: {said}" if said and why != said else why, figures)
                 return
             self._crash_point("health")
             if kind == KIND_MODEL:
@@ -759,6 +764,8 @@ class Agent:
             slots.clear_current()
         slots.empty(rec.pending.slot)
         sha256s = rec.pending.sha256s
+        # Rolling back said it all: no "failed here before" refusal on the next pass.
+        self._reported[name] = (rec.pending.release_id, _failed_before(rec.pending.release_id))
         self._transition(name, Event.ROLLBACK_DONE, reason=rec.last_error, detail=detail)
         self._purge(sha256s)
 
@@ -995,6 +1002,10 @@ class Agent:
 
     def _timestamp(self) -> str:
         return self._now().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _failed_before(release_id: str) -> str:
+    return f"{release_id} failed here before"
 
 
 def _is_committed(rec: ComponentRecord, desired: DesiredComponent) -> bool:
