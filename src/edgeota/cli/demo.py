@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeota.cli.common import console, out
+from edgeota.demo_app import Containers
 
 
 def demo(
@@ -22,9 +23,18 @@ def demo(
     work_dir: Annotated[
         Path | None, typer.Option(help="keep files and logs here (default: a temp dir)")
     ] = None,
+    containers: Annotated[
+        Containers,
+        typer.Option(
+            help="also update an app container on device 1 with podman: auto = when podman "
+            "and busybox-static work here; on = fail if they do not"
+        ),
+    ] = Containers.AUTO,
 ) -> None:
-    """Watch 3 devices get a signed model update, then roll back a broken one on their own."""
+    """Watch 3 devices get a signed model update, then roll back a broken one on their own
+    (and, with podman, device 1 update an app container and refuse a broken one)."""
     from edgeota.demo import run_demo
+    from edgeota.errors import EdgeotaError
 
     base = console if as_json else out
     # Logs and pipes get 80 columns by default: too narrow for the device table.
@@ -39,11 +49,11 @@ def demo(
         work = work_dir or Path(tmp)
         screen.print(f"working in {work} (logs in {work / 'logs'})")
         try:
-            result = run_demo(work, report, devices=devices)
+            result = run_demo(work, report, devices=devices, containers=containers)
         except KeyboardInterrupt:
-            console.print("interrupted: all demo processes were stopped")
+            console.print("interrupted: all demo processes were stopped, containers removed")
             raise typer.Exit(code=130) from None
-        except (TimeoutError, RuntimeError) as e:
+        except (TimeoutError, RuntimeError, EdgeotaError) as e:
             console.print(f"[bold red]demo failed:[/] {e}; see the logs in {work / 'logs'}")
             raise typer.Exit(code=1) from None
     verdict = "[green]as expected[/]" if result.ok else "[red]NOT as expected[/]"
@@ -55,16 +65,16 @@ def demo(
 
 
 def _table(fleet: list[dict[str, Any]]) -> Table:
-    table = Table("device", "name", "installed", "state", "last event", "reason")
+    table = Table("device", "name", "component", "installed", "state", "last event", "reason")
     for d in fleet:
-        comps = d["components"] or [{}]
-        c = comps[0]
-        table.add_row(
-            d["id"],
-            d["name"],
-            c.get("version") or "-",
-            c.get("state") or "-",
-            c.get("last_event") or "-",
-            (c.get("last_reason") or "")[:60],
-        )
+        for c in d["components"] or [{}]:
+            table.add_row(
+                d["id"],
+                d["name"],
+                c.get("component") or "-",
+                c.get("version") or "-",
+                c.get("state") or "-",
+                c.get("last_event") or "-",
+                (c.get("last_reason") or "")[:60],
+            )
     return table
