@@ -90,6 +90,8 @@ def test_app_container_update_and_rollback(
     fleet: Fleet, engine_env: ContainerImages, app_settings: Path, tmp_path: Path
 ) -> None:
     images = engine_env
+    for image_id in images.image_ids.values():
+        images.forget(image_id)  # another test may have loaded them: start from none
     prefix = f"{images.prefix}agent-"
     port = json.loads(app_settings.read_text())["port"]
     engine_args = [f"--container-engine-arg={a}" for a in PODMAN_ARGS]
@@ -142,6 +144,11 @@ def test_app_container_update_and_rollback(
     assert version_served() == "2"
     assert serving(images, prefix) == (v2_id, "v2")
     assert not [n for n in images.container_names() if n.endswith("-candidate")]
+    # Images do not pile up: v1's went when its slot took v3, v3's when v3 was rolled back.
+    kept = {
+        v: images.podman("image", "exists", i).returncode == 0 for v, i in images.image_ids.items()
+    }
+    assert kept == {"v1": False, "v2": True, "v3": False}
 
     # A release needing a model no device has is refused before any device sees it.
     v4 = publish(fleet, tmp_path, images.archives["v2"], app_settings, "4.0.0", model=">=1.0.0")

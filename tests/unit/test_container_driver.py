@@ -392,3 +392,20 @@ def test_missing_engine_error_names_the_fix(tmp_path: Path) -> None:
     engine = CliEngine(str(tmp_path / "no-podman"))
     with pytest.raises(ContainerEngineError, match="install podman or docker"):
         engine.inspect("x")
+
+
+def test_forget_removes_an_image_only_when_no_container_of_ours_uses_it(
+    tmp_path: Path, clock: Clock
+) -> None:
+    engine = FakeEngine()
+    driver = driver_for(engine, tmp_path, clock)
+    v1, v2 = make_slot(tmp_path, "a", "1.0.0"), make_slot(tmp_path, "b", "2.0.0")
+    driver.start(v1)
+    driver.restart(v2)
+    assert driver.wait_ready(5) and len(engine.images) == 2
+    serving = engine.containers["t-app"].request.image_id
+    driver.forget(v2)  # the serving container's image stays
+    assert serving in engine.images
+    driver.forget(v1)  # the old one goes
+    assert engine.images == {serving}
+    driver.forget(tmp_path / "no-such-slot")  # nothing there: nothing to do, no error

@@ -227,6 +227,21 @@ class ContainerDriver(RuntimeDriver):
         said = " | ".join(lines[-3:])
         return _clip("; ".join(p for p in (self._note, said) if p), max_chars)
 
+    def forget(self, slot_dir: Path) -> None:
+        """Remove the slot's image from the engine unless a container of ours uses it, so
+        images do not pile up update after update (the slot itself is about to be emptied)."""
+        try:
+            image_id = image_id_of(slot_dir / IMAGE_DIR)
+            in_use = {
+                c.image_id
+                for c in map(self.engine.inspect, (self.serving_name, self.candidate_name))
+                if c is not None
+            }
+            if image_id not in in_use and not self.engine.remove_image(image_id):
+                self._note = f"image {image_id[:12]} of {slot_dir} is still in use; kept"
+        except (EdgeotaError, OSError):
+            return  # nothing (readable) in the slot, or no engine: nothing to free
+
     # -- the health check the agent runs after wait_ready -------------------------------
     def health(self, base_url: str, slot_dir: Path, timeout_s: float) -> HealthReport:
         """The container.json health check of the serving container (an agent HealthCheck)."""

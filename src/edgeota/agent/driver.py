@@ -84,6 +84,10 @@ class RuntimeDriver(ABC):
         """The end of what the runtime printed since its start: why it failed, usually."""
         return ""
 
+    def forget(self, slot_dir: Path) -> None:
+        """Free what the driver keeps for a slot about to be emptied (a container image)."""
+        return  # a process runtime keeps nothing outside the slot
+
 
 class ProcessDriver(RuntimeDriver):
     def __init__(

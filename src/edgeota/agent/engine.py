@@ -111,6 +111,10 @@ class ContainerEngine(ABC):
     def image_exists(self, image_id: str) -> bool: ...
 
     @abstractmethod
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image no container uses; False when the engine keeps it (in use)."""
+
+    @abstractmethod
     def load(self, image_dir: Path) -> str:
         """Load an extracted docker-archive folder; returns the image ID."""
 
@@ -224,6 +228,10 @@ class CliEngine(ContainerEngine):
     def image_exists(self, image_id: str) -> bool:
         # `image exists` is podman only; `image inspect` answers the same on both engines.
         return self._call(["image", "inspect", "--format", "{{.Id}}", image_id]).returncode == 0
+
+    def remove_image(self, image_id: str) -> bool:
+        # Without --force: an image a container (running or not) still uses stays.
+        return self._call(["rmi", image_id]).returncode == 0
 
     def load(self, image_dir: Path) -> str:
         config, layers = read_manifest(image_dir)
@@ -406,6 +414,14 @@ class FakeEngine(ContainerEngine):
 
     def image_exists(self, image_id: str) -> bool:
         return image_id in self.images
+
+    def remove_image(self, image_id: str) -> bool:
+        if any(c.request.image_id == image_id for c in self.containers.values()):
+            return False
+        if image_id in self.images:
+            self.images.discard(image_id)
+            self.calls.append(("rmi", image_id))
+        return True
 
     def load(self, image_dir: Path) -> str:
         image_id = image_id_of(image_dir)

@@ -479,6 +479,7 @@ class Agent:
         assert rec.pending is not None
         pending, slots = rec.pending, self._slots(name)
         try:
+            self._forget(name, pending.slot)  # what the slot held before (release n-1)
             slots.prepare(pending.slot)
             ensure_free(
                 self.config.downloads_dir,
@@ -537,7 +538,7 @@ class Agent:
     ) -> None:
         rec = self.journal.component(name)
         assert rec.pending is not None
-        self._slots(name).empty(rec.pending.slot)  # reclaim the space before saying so
+        self._empty(name, rec.pending.slot)  # reclaim the space before saying so
         if keep:  # a network failure: the partial files resume on the next try
             self._resumable[name] = set(rec.pending.sha256s)
             self._pass_ok = False  # back off before the next try
@@ -623,7 +624,7 @@ class Agent:
         rec = self.journal.component(name)
         assert rec.pending is not None
         self._restore_committed(name, start=False)
-        self._slots(name).empty(rec.pending.slot)
+        self._empty(name, rec.pending.slot)
         self._purge(rec.pending.sha256s)
         self._transition(name, Event.STAGE_INVALID, reason=reason)
         self._restore_committed(name, start=True)
@@ -762,7 +763,7 @@ class Agent:
         else:
             driver.stop()  # a failed first install: nothing is installed, nothing serves
             slots.clear_current()
-        slots.empty(rec.pending.slot)
+        self._empty(name, rec.pending.slot)
         sha256s = rec.pending.sha256s
         # Rolling back said it all: no "failed here before" refusal on the next pass.
         self._reported[name] = (rec.pending.release_id, _failed_before(rec.pending.release_id))
@@ -784,7 +785,7 @@ class Agent:
                     self._switch(name)
                 else:
                     self._restore_committed(name, start=False)
-                    slots.empty(rec.pending.slot)
+                    self._empty(name, rec.pending.slot)
                     self._purge(rec.pending.sha256s)
                     reason = "the staged slot no longer verifies; it was discarded"
                     self._transition(name, Event.STAGE_INVALID, reason=reason)
@@ -976,6 +977,16 @@ class Agent:
     def _purge(self, sha256s: Collection[str]) -> None:
         keep = set().union(*self._resumable.values()) if self._resumable else set()
         self.fetcher.remove(set(sha256s) - keep)
+
+    def _empty(self, name: str, slot: str) -> None:
+        """Empty an inactive slot, and free what its runtime kept for it."""
+        self._forget(name, slot)
+        self._slots(name).empty(slot)
+
+    def _forget(self, name: str, slot: str) -> None:
+        slot_dir = self._slots(name).slot_dir(slot)
+        if _runtime_kind(slot_dir) == KIND_CONTAINER and self._make_container_driver:
+            self._driver(name, slot_dir).forget(slot_dir)
 
     def _slots(self, name: str) -> ComponentSlots:
         return ComponentSlots(self.config.data_dir, name)
