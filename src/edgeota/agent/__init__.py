@@ -13,6 +13,7 @@
     config        the agent's configuration value object
     reconcile     the orchestrator (``Agent``)
     decision      whether to install a desired release (pure, on signed data)
+    sets          components committed or rolled back together (pure, on journal data)
     wiring        ``build_agent(config)``: the agent with its real parts
 
 Importing this package imports none of them, so each can be used on its own.

@@ -10,9 +10,7 @@ other components run (``installed``) or are about to install (``planned``), and 
   yet (the agent installs that one first, see :func:`edgeota.needs.install_order`);
 - ``refuse``: never, with the reason (reported once).
 
-:func:`held_by` says, once a component's new release passed its health check, which other
-components' planned releases still depend on it: until those are committed too, the passed
-release stays on trial, so that when one of them fails, the whole set rolls back together.
+Whether a release that passed its check is held for its set: :mod:`edgeota.agent.sets`.
 """
 
 from __future__ import annotations
@@ -151,29 +149,3 @@ def _needs_decision(
             f"{component} {theirs}",
         )
     return Decision("install")
-
-
-def held_by(
-    component: str,
-    version: str,
-    installed: Mapping[str, Running],
-    planned: Mapping[str, Running],
-) -> list[str]:
-    """The components whose planned releases need ``component`` at ``version`` (just passed
-    its health check) and are not installed yet: the set it must be committed with."""
-    out = []
-    for other, coming in sorted(planned.items()):
-        if other == component:
-            continue
-        spec = coming.needs.get(component)
-        now = installed.get(other)
-        breaks_current = (
-            now is not None
-            and component in now.needs
-            and not need_met(version, now.needs[component])
-        )
-        if (spec is not None and need_met(version, spec)) or (
-            breaks_current and need_met(version, coming.needs.get(component, ">=0.0.0"))
-        ):
-            out.append(other)
-    return out

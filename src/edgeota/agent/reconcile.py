@@ -43,7 +43,6 @@ from edgeota.agent.decision import (
     ALREADY,
     Decision,
     decide,
-    held_by,
     signed_needs,
     signed_variant,
 )
@@ -53,6 +52,7 @@ from edgeota.agent.download import DownloadCancelledError, Fetcher
 from edgeota.agent.driver import HealthCheck, RuntimeDriver
 from edgeota.agent.journal import ComponentRecord, Identity, Journal, PendingRelease, ReleaseRef
 from edgeota.agent.layer_reuse import reusable_files
+from edgeota.agent.sets import complete_sets, held_for, holders, is_committed, running_now
 from edgeota.agent.slots import ComponentSlots, other_slot
 from edgeota.agent.statemachine import Event, SlotEffect, State, reported_name, step
 from edgeota.errors import (
@@ -345,7 +345,7 @@ class Agent:
             return  # only reached if recovery could not finish; it retries on the next start
         if desired is None:
             return
-        if rec is not None and _is_committed(rec, desired):
+        if rec is not None and is_committed(rec, desired):
             # The steady state: nothing to look up; a re-deploy is told once (row 20).
             self._tell_refusal(name, desired, ALREADY, event="already_installed")
             return
@@ -389,7 +389,7 @@ class Agent:
             t.custom.role == "container" for t in targets
         ):
             return Decision("refuse", _NO_ENGINE)
-        others = {n: r for n, r in self._installed().items() if n != name}
+        others = {n: r for n, r in running_now(self.journal.components).items() if n != name}
         plans = {n: p for n, p in (self._plans or {}).items() if n != name}
         return decide(name, desired, targets, record, self.config.hardware_class, others, plans)
 
@@ -405,7 +405,7 @@ class Agent:
             if desired.status is not None or not desired.targets:
                 continue
             if rec is not None and (
-                _is_committed(rec, desired) or desired.release_id in rec.failed_release_ids
+                is_committed(rec, desired) or desired.release_id in rec.failed_release_ids
             ):
                 continue
             if rec is not None and rec.pending and rec.pending.release_id == desired.release_id:
@@ -423,17 +423,6 @@ class Agent:
             self.trust.refresh()
             self._trust_fresh = True
         return [self.trust.get_target(p) for p in paths]
-
-    def _installed(self) -> dict[str, Running]:
-        """What each component runs: its committed release, or one on trial that passed its
-        check and waits for the rest of its set."""
-        out = {}
-        for n, r in self.journal.components.items():
-            if r.state is State.TRIAL and r.held_for and r.pending is not None:
-                out[n] = Running(r.pending.version, r.pending.needs)
-            elif r.committed is not None:
-                out[n] = Running(r.committed.version, r.committed.needs)
-        return out
 
     # -- the update, one state at a time -----------------------------------------------
     def _start_update(
@@ -708,25 +697,21 @@ class Agent:
         return True
 
     def _holders(self, name: str) -> list[str]:
-        rec = self.journal.component(name)
-        assert rec.pending is not None
-        others = {n: r for n, r in self._installed().items() if n != name}
-        return held_by(name, rec.pending.version, others, self._plans or {})
+        return holders(name, self.journal.components, self._plans or {})
 
     def _settle_holds(self) -> None:
         """Commit held releases whose set is complete (nothing planned needs them any more)."""
         if self._plans is None:
             return
-        for name, rec in list(self.journal.components.items()):
-            if rec.state is not State.TRIAL or not rec.held_for or rec.pending is None:
-                continue
-            if not self._holders(name):
+        for name in complete_sets(self.journal.components, self._plans):
+            rec = self.journal.component(name)
+            if rec.held_for and rec.state is State.TRIAL:  # not committed by an earlier one
                 self._commit(name, f"committed with {', '.join(rec.held_for)}", {})
 
     def _abort_sets(self, name: str, reason: str) -> None:
         """Roll back the held releases that were waiting for ``name``, which failed."""
-        for other, rec in list(self.journal.components.items()):
-            if rec.state is State.TRIAL and name in rec.held_for:
+        for other in held_for(name, self.journal.components):
+            if self.journal.component(other).state is State.TRIAL:  # not gone back already
                 self._fail_trial(other, f"rolled back with {name}, which needs it: {reason}", {})
 
     def _fail_trial(self, name: str, reason: str, figures: dict[str, float]) -> None:
@@ -1017,14 +1002,6 @@ class Agent:
 
 def _failed_before(release_id: str) -> str:
     return f"{release_id} failed here before"
-
-
-def _is_committed(rec: ComponentRecord, desired: DesiredComponent) -> bool:
-    """Whether ``desired`` is what the component runs (in the variant the server chose)."""
-    committed = rec.committed
-    if committed is None or committed.release_id != desired.release_id:
-        return False
-    return desired.variant is None or committed.variant in (None, desired.variant)
 
 
 def _figures(figures: Mapping[str, float]) -> dict[str, Any]:
