@@ -265,3 +265,36 @@ def test_exited_container_is_started_again(device: Device) -> None:
     assert after is not None
     assert (after.id, after.running) == (before.id, True)
     assert get(device.port) == "200 1"
+
+
+def test_model_component_is_mounted_read_only(device: Device) -> None:
+    """The app sees the model component's installed release at <target>/current, and a
+    switch of the model's slot, without a restart; it cannot write there."""
+    model = device.components / "model"
+    for slot, content in (("a", "model 1"), ("b", "model 2")):
+        (model / "slots" / slot).mkdir(parents=True)
+        (model / "slots" / slot / "model.txt").write_text(content)
+    (model / "current").symlink_to("slots/a")
+    serve_models = [
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; /bin/busybox httpd -f -p 127.0.0.1:{port} -h /models & wait",
+    ]
+    spec = device.http_spec(
+        command=serve_models,
+        model_mounts=[{"component": "model", "target": "/models"}],
+        health={"http": "/current/model.txt", "timeout_s": 5},
+    )
+    driver = device.driver()
+    driver.start(device.slot("a", "v1", spec))
+    assert driver.wait_ready(10), driver.last_output()
+    assert get(device.port, "/current/model.txt") == "200 model 1"
+    (model / "current").unlink()
+    (model / "current").symlink_to("slots/b")  # the model component switched
+    assert get(device.port, "/current/model.txt") == "200 model 2"
+    wrote = device.images.podman(
+        "exec", f"{device.prefix}app", "/bin/busybox", "touch", "/models/slots/b/x"
+    )
+    assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr + wrote.stdout
+    assert not (model / "slots" / "b" / "x").exists()
