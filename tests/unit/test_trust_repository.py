@@ -12,6 +12,7 @@ import pytest
 from edgeota.errors import PolicyError
 from edgeota.trust import ExpiryPolicy, NewTarget, TufRepository, init_repository
 from edgeota.trust.keys import stored_keyids
+from edgeota.trust.repository import KEPT_VERSIONS
 from edgeota.trust.testing import RepositorySimulator
 
 SHA = "ab" * 32
@@ -175,3 +176,22 @@ def test_expiry_policy_rejects_margin_beyond_expiry() -> None:
 def test_naive_clock_refused(sim: RepositorySimulator) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         sim.repo.refresh_expiring(dt.datetime(2030, 1, 1))
+
+
+def test_old_snapshot_and_targets_versions_are_pruned(sim: RepositorySimulator) -> None:
+    """Every publication writes two files; only the newest KEPT_VERSIONS of each stay."""
+    for i in range(KEPT_VERSIONS + 4):
+        sim.repo.add_targets([NewTarget(f"a/1.0.{i}/x", 1, SHA)])
+    sim.publish_release_file("denoiser", "2.0.0", "model.onnx", b"model")
+    current = sim.repo.version("targets")
+    assert current == KEPT_VERSIONS + 6
+    names = {p.name for p in sim.metadata_dir.iterdir()}
+    for role in ("targets", "snapshot"):
+        kept = sorted(int(n.split(".")[0]) for n in names if n.endswith(f".{role}.json"))
+        assert kept == list(range(current - KEPT_VERSIONS + 1, current + 1))
+    assert "1.root.json" in names  # roots are never pruned
+    # A device that pinned the first root still verifies the newest targets.
+    http = sim.http_client()
+    client = sim.trust_client(sim.metadata_dir.parent / "device", http)
+    client.refresh()
+    assert client.get_target("denoiser/2.0.0/model.onnx").length == len(b"model")

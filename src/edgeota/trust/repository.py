@@ -4,10 +4,15 @@ Layout of ``metadata_dir`` (every file is served as is, by name)::
 
     1.root.json 2.root.json ...  every root version: clients walk them one by one
     root.json                    the newest root, for pinning on devices
-    N.targets.json               every targets version (consistent snapshots)
-    N.snapshot.json              every snapshot version
+    N.targets.json               the last KEPT_VERSIONS targets versions (consistent snapshots)
+    N.snapshot.json              the last KEPT_VERSIONS snapshot versions
     timestamp.json               the newest timestamp: the commit point of a publication
     .lock                        serialises writers across processes
+
+Older snapshot and targets versions are deleted once KEPT_VERSIONS newer ones exist: a
+client reads timestamp, then snapshot, then targets within one refresh, so only a client
+that lost that race against KEPT_VERSIONS publications gets a 404, and retries. Without
+pruning, every publication would leave two files behind for good.
 
 The current state is found from ``timestamp.json`` down (timestamp -> snapshot -> targets),
 so a publication interrupted before its timestamp was written is simply not visible.
@@ -51,7 +56,9 @@ from edgeota.trust.state import ExpiryPolicy, MetadataFile, NewTarget, Repositor
 
 Clock = Callable[[], datetime]
 LOCK_NAME = ".lock"
+KEPT_VERSIONS = 16  # of N.snapshot.json and N.targets.json, the current one included
 
+_VERSIONED_RE = re.compile(r"^([1-9][0-9]{0,18})\.(snapshot|targets)\.json$")
 _METADATA_NAME_RE = re.compile(
     r"^(?:[1-9][0-9]{0,18}\.(?:root|snapshot|targets)|root|timestamp)\.json$"
 )
@@ -300,6 +307,28 @@ class TufRepository:
 
     def _write(self, files: list[MetadataFile]) -> None:
         _write(self._dir, files)
+        prune_versions(self._dir)
+
+
+def prune_versions(metadata_dir: Path, keep: int = KEPT_VERSIONS) -> list[str]:
+    """Delete snapshot and targets versions older than the newest ``keep``; their names.
+
+    Runs under the writer's lock, after the new timestamp is durable. Root versions are
+    never deleted: a device that pinned an old root walks every one of them.
+    """
+    found: dict[str, list[int]] = {"snapshot": [], "targets": []}
+    for path in metadata_dir.iterdir():
+        m = _VERSIONED_RE.match(path.name)
+        if m:
+            found[m.group(2)].append(int(m.group(1)))
+    removed = []
+    for role, versions in found.items():
+        for version in sorted(versions)[:-keep]:
+            name = f"{version}.{role}.json"
+            with contextlib.suppress(FileNotFoundError):
+                (metadata_dir / name).unlink()
+                removed.append(name)
+    return removed
 
 
 def _write(metadata_dir: Path, files: list[MetadataFile]) -> None:
