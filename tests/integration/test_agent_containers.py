@@ -86,6 +86,58 @@ def serving(images: ContainerImages, prefix: str) -> tuple[str, str]:
     return container_id, version
 
 
+def start_agent(fleet: Fleet, data_dir: Path, prefix: str, *extra: str) -> Any:
+    engine_args = [f"--container-engine-arg={a}" for a in PODMAN_ARGS]
+    return fleet.start_agent(
+        data_dir,
+        "--container-engine",
+        "podman",
+        *engine_args,
+        "--container-prefix",
+        prefix,
+        *extra,
+    )
+
+
+def committed(fleet: Fleet, version: str) -> bool:
+    state = app_state(fleet)
+    return state.get("version") == version and state.get("state") == "idle"
+
+
+@pytest.mark.parametrize("point", ["switched", "health"])
+def test_kill_9_mid_container_update_ends_on_the_new_container(
+    fleet: Fleet, engine_env: ContainerImages, app_settings: Path, tmp_path: Path, point: str
+) -> None:
+    """The agent is killed right after the switch (before any container changed) or right
+    after the new container took over the port; the restarted agent finishes the update and
+    adopts what runs instead of starting it again."""
+    images = engine_env
+    prefix = f"{images.prefix}k{point[:2]}-"
+    port = json.loads(app_settings.read_text())["port"]
+    data_dir = tmp_path / "cam"
+    agent = start_agent(fleet, data_dir, prefix)
+    v1 = publish(fleet, tmp_path, images.archives["v1"], app_settings, "1.0.0")
+    fleet.server.admin.deploy(v1["id"], "lab")
+    wait_until(lambda: committed(fleet, "1.0.0"), 120, what="app 1.0.0 committed")
+    fleet.procs.stop(agent)
+    assert httpx.get(f"http://127.0.0.1:{port}/version", timeout=2).text.strip() == "1"
+
+    crashing = start_agent(fleet, data_dir, prefix, "--crash-at", point)
+    v2 = publish(fleet, tmp_path, images.archives["v2"], app_settings, "2.0.0")
+    fleet.server.admin.deploy(v2["id"], "lab")
+    assert crashing.wait(120) == -9  # SIGKILL at the crash point
+    before = serving(images, prefix)
+    assert before[1] == ("v1" if point == "switched" else "v2")
+
+    start_agent(fleet, data_dir, prefix)
+    wait_until(lambda: committed(fleet, "2.0.0"), 120, what="app 2.0.0 committed")
+    assert httpx.get(f"http://127.0.0.1:{port}/version", timeout=2).text.strip() == "2"
+    after = serving(images, prefix)
+    assert after[1] == "v2"
+    if point == "health":
+        assert after == before  # the container that had taken over was adopted, not restarted
+
+
 def test_app_container_update_and_rollback(
     fleet: Fleet, engine_env: ContainerImages, app_settings: Path, tmp_path: Path
 ) -> None:
@@ -94,26 +146,14 @@ def test_app_container_update_and_rollback(
         images.forget(image_id)  # another test may have loaded them: start from none
     prefix = f"{images.prefix}agent-"
     port = json.loads(app_settings.read_text())["port"]
-    engine_args = [f"--container-engine-arg={a}" for a in PODMAN_ARGS]
-    fleet.start_agent(
-        tmp_path / "cam",
-        "--container-engine",
-        "podman",
-        *engine_args,
-        "--container-prefix",
-        prefix,
-    )
+    start_agent(fleet, tmp_path / "cam", prefix)
 
     def version_served() -> str:
         return httpx.get(f"http://127.0.0.1:{port}/version", timeout=2).text.strip()
 
-    def committed(version: str) -> bool:
-        state = app_state(fleet)
-        return state.get("version") == version and state.get("state") == "idle"
-
     v1 = publish(fleet, tmp_path, images.archives["v1"], app_settings, "1.0.0")
     fleet.server.admin.deploy(v1["id"], "lab")
-    wait_until(lambda: committed("1.0.0"), 120, what="app 1.0.0 committed")
+    wait_until(lambda: committed(fleet, "1.0.0"), 120, what="app 1.0.0 committed")
     assert version_served() == "1"
     first_id, running = serving(images, prefix)
     assert running == "v1"
@@ -121,7 +161,7 @@ def test_app_container_update_and_rollback(
     # v2 changes one layer: the agent links the others from the committed slot.
     v2 = publish(fleet, tmp_path, images.archives["v2"], app_settings, "2.0.0")
     fleet.server.admin.deploy(v2["id"], "lab")
-    wait_until(lambda: committed("2.0.0"), 120, what="app 2.0.0 committed")
+    wait_until(lambda: committed(fleet, "2.0.0"), 120, what="app 2.0.0 committed")
     assert version_served() == "2"
     v2_id, running = serving(images, prefix)
     assert running == "v2" and v2_id != first_id
@@ -140,7 +180,7 @@ def test_app_container_update_and_rollback(
     wait_until(lambda: bool(events(fleet, "rolled_back")), 120, what="v3 rolled back")
     (failed,) = events(fleet, "health_failed")
     assert failed["version"] == "3.0.0" and "/health" in failed["reason"]
-    assert committed("2.0.0")
+    assert committed(fleet, "2.0.0")
     assert version_served() == "2"
     assert serving(images, prefix) == (v2_id, "v2")
     assert not [n for n in images.container_names() if n.endswith("-candidate")]
