@@ -53,9 +53,13 @@ class RecordingSigner:
 
     def __init__(self) -> None:
         self.signed: list[tuple[str, int, str, dict[str, object]]] = []
+        self.removed: list[str] = []
 
     def sign_targets(self, targets: Sequence[tuple[str, int, str, dict[str, object]]]) -> None:
         self.signed.extend(targets)
+
+    def remove_targets(self, paths: Sequence[str]) -> None:
+        self.removed.extend(paths)
 
     def refresh_expiring(self) -> list[str]:
         return []

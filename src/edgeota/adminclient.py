@@ -112,6 +112,11 @@ class AdminClient:
         result: dict[str, Any] = self._call("GET", f"/api/v1/releases/{ref}")
         return result
 
+    def retire(self, ref: str) -> dict[str, Any]:
+        """Take a release out of the signed metadata (see services.retire)."""
+        result: dict[str, Any] = self._call("POST", f"/api/v1/releases/{ref}/retire")
+        return result
+
     def deploy(self, release: str, group: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/api/v1/deployments", json={"release": release, "group": group}

@@ -4,6 +4,7 @@ device-side client verifies; tampering on the server's disk is caught on the dev
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgeota.errors import VerificationError
+from edgeota.errors import PolicyError, VerificationError
 from edgeota.procs import ProcessGroup, free_port, wait_until
 from edgeota.releasefolder import load_release
 from edgeota.server.devcerts import DevCertificates
@@ -35,7 +36,7 @@ def _trust_client(server: ServerHandle, tmp_path: Path) -> tuple[TrustClient, ht
 
 def _release_folder(tmp_path: Path, payload: bytes) -> Path:
     folder = tmp_path / "release"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(payload)
     (folder / "probe.npz").write_bytes(b"probe")
     files = [
@@ -157,3 +158,44 @@ def test_keys_init_keeps_root_key_apart(tmp_path: Path) -> None:
 def test_plain_http_client_cannot_talk_to_https_server(server: ServerHandle) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{server.url}/healthz", verify=ssl.create_default_context(), timeout=5)
+
+
+def test_retired_release_is_no_longer_signed_or_served(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    """`edgeota release retire` takes the release out of the signed metadata (a device can no
+    longer look its files up) and deletes the files no other release uses."""
+    v1 = server.admin.publish(
+        load_release(_release_folder(tmp_path / "v1", b"weights one" * 500)), "denoiser", "1.0.0"
+    )
+    server.admin.publish(
+        load_release(_release_folder(tmp_path / "v2", b"weights two" * 500)), "denoiser", "2.0.0"
+    )
+    env = {"EDGEOTA_SERVER": server.url, "EDGEOTA_ADMIN_TOKEN": server.admin_token}
+    retired = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeota",
+            "release",
+            "retire",
+            "denoiser@1.0.0",
+            "--ca",
+            str(server.ca),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert retired.returncode == 0, retired.stderr
+    assert f"retired denoiser 1.0.0 ({v1['id']})" in retired.stdout
+    assert server.admin.release(v1["id"])["retired_at"] is not None
+    model_sha = next(f["sha256"] for f in v1["files"] if f["file"] == "model.onnx")
+    assert not server.admin.has_artifact(model_sha, len(b"weights one" * 500))
+    trust, http = _trust_client(server, tmp_path)
+    with http:
+        trust.refresh()
+        assert trust.get_target("denoiser/2.0.0/model.onnx").custom.version == "2.0.0"
+        with pytest.raises(PolicyError, match="not listed in the signed targets metadata"):
+            trust.get_target("denoiser/1.0.0/model.onnx")

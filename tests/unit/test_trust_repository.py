@@ -195,3 +195,13 @@ def test_old_snapshot_and_targets_versions_are_pruned(sim: RepositorySimulator) 
     client = sim.trust_client(sim.metadata_dir.parent / "device", http)
     client.refresh()
     assert client.get_target("denoiser/2.0.0/model.onnx").length == len(b"model")
+
+
+def test_removed_targets_are_unlisted_in_a_new_version(sim: RepositorySimulator) -> None:
+    sim.repo.add_targets([NewTarget("a/1.0.0/x", 1, SHA), NewTarget("a/2.0.0/x", 1, SHA)])
+    before = sim.repo.version("targets")
+    assert sim.repo.remove_targets(["a/1.0.0/x", "never/1.0.0/listed"]) == before + 1
+    assert set(sim.repo.targets()) == {"a/2.0.0/x"}
+    assert sim.repo.version("timestamp") == before + 1
+    # Nothing listed to remove: nothing is signed.
+    assert sim.repo.remove_targets(["a/1.0.0/x"]) == before + 1

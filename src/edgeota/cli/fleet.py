@@ -146,6 +146,26 @@ def list_releases(
     out.print(table)
 
 
+@release_app.command("retire")
+def retire_release(
+    release: Annotated[str, typer.Argument(help="release ID, or component@version")],
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a release no device desires out of the signed metadata; delete its unshared files."""
+    with admin_client(server, token, ca) as client:
+        retired = client.retire(release)
+    if as_json:
+        out.print_json(data=retired)
+        return
+    out.print(
+        f"retired {retired['component']} {retired['version']} ({retired['id']}): its "
+        f"{len(retired['files'])} files are no longer signed or served"
+    )
+
+
 def deploy(
     release: Annotated[str, typer.Argument(help="release ID, or component@version")],
     group: Annotated[str, typer.Option(help="device group to move to this release")],

@@ -49,6 +49,14 @@ class ArtifactStore:
         except (FileNotFoundError, ValueError):
             return None
 
+    def delete(self, sha256: str) -> bool:
+        """Remove a stored file (no release lists it any more); False if it was not there."""
+        try:
+            self.path_for(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     @property
     def incoming_dir(self) -> Path:
         """Where files are written before they reach their name (same file system)."""

@@ -113,6 +113,8 @@ class Release(Base):
     needs: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(128))
+    # Set when the release was retired: its targets are no longer signed or served.
+    retired_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ReleaseFile(Base):

@@ -399,6 +399,9 @@ class ReleasePublic(BaseModel):
     created_by: str
     files: list[ReleaseFilePublic]
     deltas: list[ReleaseDeltaPublic] = Field(default_factory=list)
+    retired_at: datetime | None = Field(
+        default=None, description="when its targets were taken out of the signed metadata"
+    )
 
 
 class DeploymentCreate(Strict):

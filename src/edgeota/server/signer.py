@@ -15,6 +15,9 @@ class RepositorySigner(Protocol):
     def sign_targets(self, targets: Sequence[tuple[str, int, str, dict[str, object]]]) -> None:
         """Add (path, length, sha256, custom) targets; re-sign targets, snapshot, timestamp."""
 
+    def remove_targets(self, paths: Sequence[str]) -> None:
+        """Stop listing ``paths``; re-sign targets, snapshot, timestamp if any was listed."""
+
     def refresh_expiring(self) -> list[str]:
         """Re-sign online metadata that expires soon; return the roles re-signed."""
 
@@ -44,6 +47,9 @@ class TufSigner:
                 for path, length, sha256, custom in targets
             ]
         )
+
+    def remove_targets(self, paths: Sequence[str]) -> None:
+        self._repo.remove_targets(paths)
 
     def refresh_expiring(self) -> list[str]:
         return [str(role) for role in self._repo.refresh_expiring(self._clock())]

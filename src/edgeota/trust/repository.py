@@ -188,6 +188,16 @@ class TufRepository:
             self._write(files)
             return state.version("targets")
 
+    def remove_targets(self, paths: Sequence[str]) -> int:
+        """Stop listing ``paths`` (a retired release); returns the targets version after."""
+        with self._locked() as state:
+            files = st.remove_targets(
+                state, paths, self._online_keys(state), self._expiry, self._now(None)
+            )
+            if files:
+                self._write(files)
+            return state.version("targets")
+
     def refresh_expiring(self, now: datetime | None = None) -> list[str]:
         """Re-sign online roles that expire within their margin (or fail to verify).
 

@@ -180,6 +180,24 @@ def publish_targets(
     return resign(state, ["targets"], keys, expiry, now)
 
 
+def remove_targets(
+    state: RepositoryState,
+    paths: Iterable[str],
+    keys: KeyRing,
+    expiry: ExpiryPolicy,
+    now: datetime,
+) -> list[MetadataFile]:
+    """Stop listing ``paths``: a new targets version (and snapshot, timestamp) without them.
+
+    Paths not listed are ignored; when none was listed nothing is signed (no new version).
+    """
+    listed = state.targets.signed.targets
+    gone = [p for p in paths if listed.pop(p, None) is not None]
+    if not gone:
+        return []
+    return resign(state, ["targets"], keys, expiry, now)
+
+
 def resign(
     state: RepositoryState,
     roles: Iterable[OnlineRole],

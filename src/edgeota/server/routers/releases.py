@@ -14,7 +14,7 @@ from edgeota.server.schemas import (
     ReleaseCreate,
     ReleasePublic,
 )
-from edgeota.server.services import audit, deployments, releases
+from edgeota.server.services import audit, deployments, releases, retire
 from edgeota.server.services.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["releases"])
@@ -78,6 +78,20 @@ def list_releases(
 @router.get("/releases/{release_ref}", response_model=ReleasePublic)
 def get_release(release_ref: str, _: AdminDep, session: SessionDep) -> ReleasePublic:
     return releases.to_public(session, releases.resolve(session, release_ref))
+
+
+@router.post("/releases/{release_ref}/retire", response_model=ReleasePublic)
+def retire_release(
+    release_ref: str, admin: AdminDep, session: SessionDep, ctx: ContextDep
+) -> ReleasePublic:
+    """Take a release nobody desires out of the signed metadata and delete its unshared
+    files (409 while a device desires it or a rollout of it runs)."""
+    release = releases.resolve(session, release_ref)
+    freed = retire.retire(session, release, ctx.signer, ctx.artifacts)
+    audit.record(
+        session, admin.name, "release.retire", "release", release.id, {"files_deleted": freed}
+    )
+    return releases.to_public(session, release)
 
 
 @router.post("/deployments", response_model=DeploymentPublic, status_code=status.HTTP_201_CREATED)

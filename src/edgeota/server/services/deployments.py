@@ -24,6 +24,7 @@ from edgeota.server.models import (
 )
 from edgeota.server.schemas import DeploymentPublic
 from edgeota.server.services.needs_check import refuse_broken_needs
+from edgeota.server.services.retire import refuse_retired
 from edgeota.timeutil import as_utc, utcnow
 
 
@@ -35,6 +36,7 @@ def create(session: Session, release: Release, group: str, created_by: str) -> D
             .where(DeviceGroup.group_name == group, Device.revoked_at.is_(None))
         )
     )
+    refuse_retired(release)
     refuse_broken_needs(session, release, device_ids)
     deployment = Deployment(
         release_id=release.id,

@@ -73,6 +73,11 @@ def publish(
         select(Release).where(Release.component == body.component, Release.version == body.version)
     )
     if existing is not None:
+        if existing.id == release_id and existing.retired_at is not None:
+            raise ConflictError(
+                f"{body.component} {body.version} was published and retired; publish its "
+                "content under a new version"
+            )
         if existing.id == release_id:
             return existing, False
         raise ConflictError(
@@ -209,4 +214,5 @@ def to_public(session: Session, release: Release) -> ReleasePublic:
             for f in files
         ],
         deltas=deltas.for_release(session, release.id),
+        retired_at=None if release.retired_at is None else as_utc(release.retired_at),
     )

@@ -29,6 +29,7 @@ from edgeota.server.schemas import RolloutCreate, RolloutPhasePublic, RolloutPub
 from edgeota.server.services import groups, releases, rollback
 from edgeota.server.services.errors import ConflictError, InvalidError, NotFoundError
 from edgeota.server.services.needs_check import refuse_broken_needs
+from edgeota.server.services.retire import refuse_retired
 from edgeota.server.services.rollout_codec import (
     LIVE_STATUSES,
     plan_from_json,
@@ -44,6 +45,7 @@ _EXAMPLES = 5  # device ids named in an overlap message
 
 def create(session: Session, body: RolloutCreate, created_by: str, now: datetime) -> Rollout:
     release = releases.resolve(session, body.release)
+    refuse_retired(release)
     if not groups.exists_group(session, body.group):
         raise NotFoundError(
             f"no group {body.group!r}; define a dynamic one with POST /api/v1/groups, or "

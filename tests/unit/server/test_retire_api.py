@@ -1,0 +1,102 @@
+"""Retiring a release: out of the signed metadata, its unshared files deleted, refused while
+anything still needs it. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from test_variants_api import Device, upload
+
+from edgeota.server.app import create_app
+from edgeota.server.bootstrap import prepare
+from edgeota.server.settings import ServerSettings
+from support import RecordingSigner
+
+
+@pytest.fixture
+def signer() -> RecordingSigner:
+    return RecordingSigner()
+
+
+@pytest.fixture
+def client(tmp_path: Path, database_url: str, signer: RecordingSigner) -> Iterator[TestClient]:
+    settings = ServerSettings(data_dir=tmp_path / "server", database_url=database_url)
+    token = prepare(settings).first_admin_token
+    with TestClient(create_app(settings, signer=signer)) as c:
+        c.headers["Authorization"] = f"Bearer {token}"
+        yield c
+
+
+SHARED = b"labels shared by every version"
+
+
+def publish(client: TestClient, version: str) -> dict[str, Any]:
+    files = [
+        {"file": "model.onnx", "role": "model", **upload(client, f"model {version}".encode())},
+        {"file": "labels.txt", "role": "file", **upload(client, SHARED)},
+    ]
+    r = client.post(
+        "/api/v1/releases", json={"component": "denoiser", "version": version, "files": files}
+    )
+    assert r.status_code == 201, r.text
+    release: dict[str, Any] = r.json()
+    return release
+
+
+def stored(client: TestClient, data: bytes) -> bool:
+    return client.get(f"/api/v1/artifacts/{hashlib.sha256(data).hexdigest()}").status_code == 200
+
+
+def test_retire_unsigns_the_release_and_deletes_only_its_own_files(
+    client: TestClient, signer: RecordingSigner
+) -> None:
+    device = Device(client, "cam")
+    v1, v2 = publish(client, "1.0.0"), publish(client, "2.0.0")
+    assert client.post("/api/v1/deployments", json={"release": v2["id"], "group": "lab"})
+
+    r = client.post("/api/v1/releases/denoiser@1.0.0/retire")
+    assert r.status_code == 200, r.text
+    assert r.json()["retired_at"] is not None
+    assert sorted(signer.removed) == sorted(f["target_path"] for f in v1["files"])
+    assert not stored(client, b"model 1.0.0")
+    assert stored(client, SHARED) and stored(client, b"model 2.0.0")  # v2 still lists them
+    assert device.checkin()[1]["components"]["denoiser"]["version"] == "2.0.0"
+    # Retiring again changes nothing; deploying, rolling out or re-publishing it is refused.
+    assert client.post(f"/api/v1/releases/{v1['id']}/retire").status_code == 200
+    assert len(signer.removed) == 2
+    deploy = client.post("/api/v1/deployments", json={"release": v1["id"], "group": "lab"})
+    assert deploy.status_code == 409 and "is retired" in deploy.json()["detail"]
+    rollout = client.post("/api/v1/rollouts", json={"release": v1["id"], "group": "lab"})
+    assert rollout.status_code == 409 and "is retired" in rollout.json()["detail"]
+    again = client.post(
+        "/api/v1/releases",
+        json={
+            "component": "denoiser",
+            "version": "1.0.0",
+            "files": [
+                {"file": "model.onnx", "role": "model", **upload(client, b"model 1.0.0")},
+                {"file": "labels.txt", "role": "file", **upload(client, SHARED)},
+            ],
+        },
+    )
+    assert again.status_code == 409 and "retired" in again.json()["detail"]
+    audit = client.get("/api/v1/audit").json()
+    assert any(a["action"] == "release.retire" and a["target_id"] == v1["id"] for a in audit)
+
+
+def test_a_release_devices_still_desire_is_not_retired(
+    client: TestClient, signer: RecordingSigner
+) -> None:
+    Device(client, "cam")
+    v1 = publish(client, "1.0.0")
+    assert client.post("/api/v1/deployments", json={"release": v1["id"], "group": "lab"})
+    r = client.post(f"/api/v1/releases/{v1['id']}/retire")
+    assert r.status_code == 409
+    assert "1 device(s) still desire denoiser 1.0.0" in r.json()["detail"]
+    assert signer.removed == [] and stored(client, b"model 1.0.0")
+    assert client.get(f"/api/v1/releases/{v1['id']}").json()["retired_at"] is None
