@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
 
 REQUIRE_ALL = os.environ.get("EDGEOTA_REQUIRE_ALL_TESTS") == "1"
 
@@ -63,3 +64,14 @@ class RecordingSigner:
 
     def refresh_expiring(self) -> list[str]:
         return []
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config for the server's migrations against ``url`` (no logging set-up)."""
+    from edgeota.server import db
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg

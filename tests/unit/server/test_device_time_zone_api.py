@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 from fastapi.testclient import TestClient
 
 from apitools import ApiDevice, hand_ticked_settings, make_client
 from edgeota.server import db
+from support import alembic_config
 
 INVENTORY: dict[str, Any] = {
     "hardware_class": "x86-64",
@@ -75,14 +75,6 @@ def test_windows_without_a_zone_use_the_reported_one(client: TestClient) -> None
     assert client.put(url, json=body).json()["windows"][0]["time_zone"] == "Europe/Lisbon"
 
 
-def _alembic(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    cfg.attributes["configure_logger"] = False
-    return cfg
-
-
 def _device_columns(url: str) -> set[str]:
     engine = db.make_engine(url)
     try:
@@ -94,8 +86,8 @@ def _device_columns(url: str) -> set[str]:
 def test_migration_0007_adds_and_removes_the_column(database_url: str) -> None:
     db.run_migrations(database_url)
     assert "reported_time_zone" in _device_columns(database_url)
-    command.downgrade(_alembic(database_url), "0006")
+    command.downgrade(alembic_config(database_url), "0006")
     assert "reported_time_zone" not in _device_columns(database_url)
     assert "time_zone" in _device_columns(database_url)  # 0004's column stays
-    command.upgrade(_alembic(database_url), "head")
+    command.upgrade(alembic_config(database_url), "head")
     assert "reported_time_zone" in _device_columns(database_url)

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from edgeota.server import db
 from edgeota.server.models import Base
-
-
-def _alembic(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    cfg.attributes["configure_logger"] = False
-    return cfg
+from support import alembic_config
 
 
 def _drift(url: str) -> list[object]:
@@ -33,6 +23,6 @@ def _drift(url: str) -> list[object]:
 def test_migrations_match_the_models_and_downgrade_cleanly(database_url: str) -> None:
     db.run_migrations(database_url)
     assert _drift(database_url) == []
-    command.downgrade(_alembic(database_url), "base")
-    command.upgrade(_alembic(database_url), "head")
+    command.downgrade(alembic_config(database_url), "base")
+    command.upgrade(alembic_config(database_url), "head")
     assert _drift(database_url) == []
