@@ -168,9 +168,9 @@ def test_retired_release_is_no_longer_signed_or_served(
     v1 = server.admin.publish(
         load_release(_release_folder(tmp_path / "v1", b"weights one" * 500)), "denoiser", "1.0.0"
     )
-    server.admin.publish(
-        load_release(_release_folder(tmp_path / "v2", b"weights two" * 500)), "denoiser", "2.0.0"
-    )
+    for n, version in ((2, "2.0.0"), (3, "3.0.0")):  # 2.0.0: kept for 3.0.0's fleet rollback
+        folder = _release_folder(tmp_path / f"v{n}", f"weights {n}".encode() * 500)
+        server.admin.publish(load_release(folder), "denoiser", version)
     env = {"EDGEOTA_SERVER": server.url, "EDGEOTA_ADMIN_TOKEN": server.admin_token}
     retired = subprocess.run(
         [

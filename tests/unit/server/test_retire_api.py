@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from test_rollouts_api import _tick
 from test_variants_api import Device, upload
 
 from edgeota.server.app import create_app
 from edgeota.server.bootstrap import prepare
 from edgeota.server.settings import ServerSettings
+from edgeota.timeutil import utcnow
 from support import RecordingSigner
 
 
@@ -56,8 +59,12 @@ def test_retire_unsigns_the_release_and_deletes_only_its_own_files(
     client: TestClient, signer: RecordingSigner
 ) -> None:
     device = Device(client, "cam")
-    v1, v2 = publish(client, "1.0.0"), publish(client, "2.0.0")
-    assert client.post("/api/v1/deployments", json={"release": v2["id"], "group": "lab"})
+    v1, v2, v3 = publish(client, "1.0.0"), publish(client, "2.0.0"), publish(client, "3.0.0")
+    assert client.post("/api/v1/deployments", json={"release": v3["id"], "group": "lab"})
+    # 2.0.0 is what a fleet rollback of 3.0.0 would publish again: it is kept.
+    kept = client.post(f"/api/v1/releases/{v2['id']}/retire")
+    assert kept.status_code == 409
+    assert "fleet rollback of 3.0.0 goes back to" in kept.json()["detail"]
 
     r = client.post("/api/v1/releases/denoiser@1.0.0/retire")
     assert r.status_code == 200, r.text
@@ -65,7 +72,7 @@ def test_retire_unsigns_the_release_and_deletes_only_its_own_files(
     assert sorted(signer.removed) == sorted(f["target_path"] for f in v1["files"])
     assert not stored(client, b"model 1.0.0")
     assert stored(client, SHARED) and stored(client, b"model 2.0.0")  # v2 still lists them
-    assert device.checkin()[1]["components"]["denoiser"]["version"] == "2.0.0"
+    assert device.checkin()[1]["components"]["denoiser"]["version"] == "3.0.0"
     # Retiring again changes nothing; deploying, rolling out or re-publishing it is refused.
     assert client.post(f"/api/v1/releases/{v1['id']}/retire").status_code == 200
     assert len(signer.removed) == 2
@@ -100,3 +107,27 @@ def test_a_release_devices_still_desire_is_not_retired(
     assert "1 device(s) still desire denoiser 1.0.0" in r.json()["detail"]
     assert signer.removed == [] and stored(client, b"model 1.0.0")
     assert client.get(f"/api/v1/releases/{v1['id']}").json()["retired_at"] is None
+
+
+def test_a_rollback_goes_back_past_retired_releases(client: TestClient) -> None:
+    """1.0.0 is desired; 2.0.0 was published and retired; 3.0.0 rolls out and back: the
+    rollback republishes 1.0.0's content (2.0.0's files are gone)."""
+    Device(client, "cam")
+    v1 = publish(client, "1.0.0")
+    assert client.post("/api/v1/deployments", json={"release": v1["id"], "group": "lab"})
+    v2 = publish(client, "2.0.0")
+    assert client.post(f"/api/v1/releases/{v2['id']}/retire").status_code == 200
+    v3 = publish(client, "3.0.0")
+    refused = client.post(f"/api/v1/releases/{v1['id']}/retire")
+    assert refused.status_code == 409  # desired, and 3.0.0's rollback source
+    rollout = client.post("/api/v1/rollouts", json={"release": v3["id"], "group": "lab"})
+    assert rollout.status_code == 201, rollout.text
+    _tick(client, utcnow() + timedelta(seconds=1))  # the rollout starts
+    back = client.post(f"/api/v1/rollouts/{rollout.json()['id']}/rollback")
+    assert back.status_code == 200, back.text
+    again = client.get(f"/api/v1/rollouts/{back.json()['rolled_back_by']}").json()
+    republished = client.get(f"/api/v1/releases/{again['release_id']}").json()
+    assert republished["version"] == "3.0.1"
+    assert sorted(f["sha256"] for f in republished["files"]) == sorted(
+        f["sha256"] for f in v1["files"]
+    )

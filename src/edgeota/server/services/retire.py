@@ -7,8 +7,9 @@ files and its delta patches from the signed metadata (one new targets version), 
 stored files no other release or patch uses, and marks the release retired. Devices that run
 it keep running it; it can no longer be deployed.
 
-Refused (409) while any device desires the release or a rollout of it has not ended: deploy
-another release to those devices first.
+Refused (409) while any device desires the release or a rollout of it has not ended (deploy
+another release to those devices first), and for the release a fleet rollback of the newest
+release would go back to (its files are what that rollback publishes again).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from edgeota.server.artifacts import ArtifactStore
 from edgeota.server.models import DeltaJob, DesiredComponent, Release, ReleaseFile, Rollout
+from edgeota.server.services import releases, rollback
 from edgeota.server.services.errors import ConflictError
 from edgeota.server.services.rollout_codec import LIVE_STATUSES
 from edgeota.timeutil import utcnow
@@ -62,6 +64,7 @@ def retire(session: Session, release: Release, signer: TargetRemover, store: Art
             f"rollout {rollout} of {release.component} {release.version} has not ended: "
             "abort it or let it complete first"
         )
+    _refuse_rollback_source(session, release)
     files = list(session.scalars(select(ReleaseFile).where(ReleaseFile.release_id == release.id)))
     patches = list(
         session.scalars(
@@ -77,6 +80,30 @@ def retire(session: Session, release: Release, signer: TargetRemover, store: Art
     session.flush()
     blobs = {f.sha256 for f in files} | {str(p.patch_sha256) for p in patches if p.patch_sha256}
     return sum(store.delete(sha) for sha in sorted(blobs) if not _still_used(session, sha))
+
+
+def _refuse_rollback_source(session: Session, release: Release) -> None:
+    """Keep what a fleet rollback would publish again: the release below the newest one and
+    below each release devices desire (its files are the rollback's content)."""
+    live = [r for r in releases.list_all(session, release.component) if r.retired_at is None]
+    desired = set(
+        session.scalars(
+            select(DesiredComponent.release_id)
+            .where(DesiredComponent.component == release.component)
+            .distinct()
+        )
+    )
+    for current in [r for r in live if r.id in desired or r is live[0]]:
+        try:
+            source = rollback.previous_release(session, current)
+        except ConflictError:
+            continue
+        if source.id == release.id:
+            raise ConflictError(
+                f"{release.component} {release.version} is what a fleet rollback of "
+                f"{current.version} goes back to: it is kept while {current.version} is the "
+                "newest release or desired by devices"
+            )
 
 
 def _still_used(session: Session, sha256: str) -> bool:

@@ -20,16 +20,17 @@ from edgeota.targets import parse_version
 
 
 def previous_release(session: Session, release: Release) -> Release:
-    """The highest release of the component below ``release``; ConflictError if none."""
+    """The highest release of the component below ``release`` that is not retired (its files
+    are still stored); ConflictError if none."""
     below = [
         r
         for r in releases.list_all(session, release.component)
-        if parse_version(r.version) < parse_version(release.version)
+        if parse_version(r.version) < parse_version(release.version) and r.retired_at is None
     ]
     if not below:
         raise ConflictError(
-            f"{release.component} {release.version} is its first release: there is nothing to "
-            "roll back to; abort the rollout instead"
+            f"{release.component} {release.version} has no earlier release that is not "
+            "retired: there is nothing to roll back to; abort the rollout instead"
         )
     return below[0]  # list_all sorts newest version first
 
