@@ -116,7 +116,11 @@ def test_a_rollback_goes_back_past_retired_releases(client: TestClient) -> None:
     v1 = publish(client, "1.0.0")
     assert client.post("/api/v1/deployments", json={"release": v1["id"], "group": "lab"})
     v2 = publish(client, "2.0.0")
-    assert client.post(f"/api/v1/releases/{v2['id']}/retire").status_code == 200
+    assert [d["status"] for d in v2["deltas"]] == ["pending"]  # model.onnx from 1.0.0
+    retired = client.post(f"/api/v1/releases/{v2['id']}/retire")
+    assert retired.status_code == 200
+    # The delta still queued for it is not built (and signed) any more.
+    assert [d["status"] for d in retired.json()["deltas"]] == ["failed"]
     v3 = publish(client, "3.0.0")
     refused = client.post(f"/api/v1/releases/{v1['id']}/retire")
     assert refused.status_code == 409  # desired, and 3.0.0's rollback source

@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from edgeota.server.artifacts import ArtifactStore
 from edgeota.server.models import DeltaJob, DesiredComponent, Release, ReleaseFile, Rollout
 from edgeota.server.services import releases, rollback
+from edgeota.server.services.deltas import DeltaStatus
 from edgeota.server.services.errors import ConflictError
 from edgeota.server.services.rollout_codec import LIVE_STATUSES
 from edgeota.timeutil import utcnow
@@ -77,6 +78,15 @@ def retire(session: Session, release: Release, signer: TargetRemover, store: Art
     # could never be unsigned again; the other way round, a retry finishes the job.
     signer.remove_targets([f.target_path for f in files] + [str(p.target_path) for p in patches])
     release.retired_at = utcnow()
+    # Deltas still queued for it would be signed for a release nobody may install.
+    session.execute(
+        update(DeltaJob)
+        .where(
+            DeltaJob.release_id == release.id,
+            DeltaJob.status.in_([DeltaStatus.PENDING.value, DeltaStatus.RUNNING.value]),
+        )
+        .values(status=DeltaStatus.FAILED.value, error="the release was retired", claim_token=None)
+    )
     session.flush()
     blobs = {f.sha256 for f in files} | {str(p.patch_sha256) for p in patches if p.patch_sha256}
     return sum(store.delete(sha) for sha in sorted(blobs) if not _still_used(session, sha))
