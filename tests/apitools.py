@@ -20,10 +20,12 @@ from edgeota.server.settings import ServerSettings
 from support import RecordingSigner
 
 
-def make_client(settings: ServerSettings) -> Iterator[TestClient]:
+def make_client(
+    settings: ServerSettings, signer: RecordingSigner | None = None
+) -> Iterator[TestClient]:
     """An app on ``settings`` with an admin token in its default headers."""
     token = prepare(settings).first_admin_token
-    with TestClient(create_app(settings, signer=RecordingSigner())) as c:
+    with TestClient(create_app(settings, signer=signer or RecordingSigner())) as c:
         c.headers["Authorization"] = f"Bearer {token}"
         yield c
 

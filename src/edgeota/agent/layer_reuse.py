@@ -14,12 +14,12 @@ cleared for the next release drops its links without touching the other slot's f
 
 from __future__ import annotations
 
-import hashlib
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from edgeota.agent.slots import file_sha256
 from edgeota.errors import FormatError, PolicyError
 from edgeota.fsutil import safe_join
 from edgeota.slotinfo import SlotInfo
@@ -91,10 +91,6 @@ def _regular_file_sha256(path: Path, length: int) -> str | None:
         st = path.lstat()
         if not stat.S_ISREG(st.st_mode) or st.st_size != length:
             return None
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()

@@ -14,19 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 from test_variants_api import Device, upload
 
-from edgeota.server.app import create_app
-from edgeota.server.bootstrap import prepare
+from apitools import make_client
 from edgeota.server.settings import ServerSettings
-from support import RecordingSigner
 
 
 @pytest.fixture
 def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
-    settings = ServerSettings(data_dir=tmp_path / "server", database_url=database_url)
-    token = prepare(settings).first_admin_token
-    with TestClient(create_app(settings, signer=RecordingSigner())) as c:
-        c.headers["Authorization"] = f"Bearer {token}"
-        yield c
+    yield from make_client(ServerSettings(data_dir=tmp_path / "server", database_url=database_url))
 
 
 def publish(

@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from test_rollouts_api import _tick
 from test_variants_api import Device, upload
 
-from edgeota.server.app import create_app
-from edgeota.server.bootstrap import prepare
+from apitools import make_client
 from edgeota.server.settings import ServerSettings
 from edgeota.timeutil import utcnow
 from support import RecordingSigner
@@ -28,11 +27,9 @@ def signer() -> RecordingSigner:
 
 @pytest.fixture
 def client(tmp_path: Path, database_url: str, signer: RecordingSigner) -> Iterator[TestClient]:
-    settings = ServerSettings(data_dir=tmp_path / "server", database_url=database_url)
-    token = prepare(settings).first_admin_token
-    with TestClient(create_app(settings, signer=signer)) as c:
-        c.headers["Authorization"] = f"Bearer {token}"
-        yield c
+    yield from make_client(
+        ServerSettings(data_dir=tmp_path / "server", database_url=database_url), signer
+    )
 
 
 SHARED = b"labels shared by every version"
