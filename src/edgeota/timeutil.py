@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import mmap
+import os
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 Clock = Callable[[], datetime]
 
@@ -45,3 +49,54 @@ class ScaledClock:
     def real_seconds(self, simulated_s: float) -> float:
         """Wall-clock seconds that ``simulated_s`` simulated seconds take."""
         return simulated_s / self.scale
+
+
+_CHECK = 0x5EC0_7A11_C10C_F11E  # the second word is the first XOR this: a torn read shows
+
+
+class ClockFile:
+    """Simulated time that one process sets and others read: a 16-byte file mapped into
+    memory (on tmpfs it never touches a disk).
+
+    The fleet simulator advances its clock as its devices' steps complete and publishes it
+    here; the server it drives (``EDGEOTA_CLOCK_FILE``) reads it as its clock, so both see
+    one simulated time however fast or slow the machine runs. A reader that catches a write
+    half done sees the check word disagree and reads again.
+    """
+
+    SIZE = 16
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with path.open("r+b") as f:
+                if os.fstat(f.fileno()).st_size != self.SIZE:
+                    raise ValueError(
+                        f"{path} is not a clock file ({self.SIZE} bytes written by the simulator)"
+                    )
+                self._map = mmap.mmap(f.fileno(), self.SIZE)
+        except FileNotFoundError as e:
+            raise ValueError(f"clock file {path} does not exist; start the simulator first") from e
+
+    @classmethod
+    def create(cls, path: Path, now: datetime) -> ClockFile:
+        path.write_bytes(bytes(cls.SIZE))
+        clock = cls(path)
+        clock.set(now)
+        return clock
+
+    def set(self, now: datetime) -> None:
+        micros = round(as_utc(now).timestamp() * 1_000_000)
+        self._map[:] = struct.pack("<qQ", micros, (micros & _MASK) ^ _CHECK)
+
+    def __call__(self) -> datetime:
+        while True:
+            micros, check = struct.unpack("<qQ", self._map[:])
+            if (micros & _MASK) ^ _CHECK == check:
+                return datetime.fromtimestamp(micros / 1_000_000, UTC)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+_MASK = (1 << 64) - 1

@@ -33,6 +33,7 @@ from edgeota.errors import HTTPStatusError
 from edgeota.procs import ProcessGroup
 from edgeota.releasefolder import LocalFile, LocalRelease, sha256_file
 from edgeota.server.devcerts import DevCertificates
+from edgeota.sim.clock import FleetClock
 from edgeota.sim.device import SimDevice, SimEnv
 from edgeota.sim.engine import FleetEngine
 from edgeota.sim.faults import FaultPlan
@@ -171,20 +172,20 @@ def lab(tmp_path: Path, certs: DevCertificates) -> Iterator[Lab]:
             root=server.root.read_bytes(),
             transport=transport,
             stats=NetworkStats(),
-            clock=clock,
-            to_real_s=clock.real_seconds,
             faults=FaultPlan(),
             work_dir=tmp_path / "devices",
-            poll_interval_s=POLL_S,
+            poll_interval_s=POLL_S * CLOCK_SCALE,
+            time_scale=CLOCK_SCALE,
         )
         specs = [DeviceSpec(i, f"dev-{i}", "x86-64-test", "UTC", ()) for i in range(DEVICES)]
         devices = [
             SimDevice(spec, sim_env, server.admin.enrollment_token([GROUP])) for spec in specs
         ]
-        engine = FleetEngine(devices, workers=DEVICES)
+        # The devices' clock follows the server's (same start and scale, never ahead of it).
+        engine = FleetEngine(devices, FleetClock(clock(), CLOCK_SCALE), workers=DEVICES)
         lab = Lab(procs, tmp_path, certs, env, server, devices, engine, transport)
         try:
-            engine.start(spread_s=0.3)
+            engine.start(spread_s=0.3 * CLOCK_SCALE)
             lab.run_until(lambda: all(d.device_id for d in devices), "the devices to enroll")
             yield lab
         finally:

@@ -201,11 +201,11 @@ def test_the_next_pass_comes_when_a_window_opens(dev: Device) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     agent._now = lambda: now
     agent.wake_at = now + timedelta(seconds=0.1)  # sooner than the poll interval (0.5 s)
-    assert agent._until_next_pass(0) == pytest.approx(0.1)
+    assert agent.until_next_pass(0) == pytest.approx(0.1)
     agent.wake_at = now + timedelta(hours=2)
-    assert 0.0 < agent._until_next_pass(0) < 1.0  # the poll interval (0.5 s, jittered)
+    assert 0.0 < agent.until_next_pass(0) < 1.0  # the poll interval (0.5 s, jittered)
     agent.wake_at = now - timedelta(seconds=5)
-    assert agent._until_next_pass(0) == 0.0
+    assert agent.until_next_pass(0) == 0.0
 
 
 def test_committed_variant_is_kept_in_the_journal_across_a_restart(dev: Device) -> None:

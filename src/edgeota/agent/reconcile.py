@@ -194,7 +194,7 @@ class Agent:
         try:
             while not self._stop.is_set():
                 failures = 0 if self.run_once() else failures + 1
-                self._pause(self._until_next_pass(failures))
+                self._pause(self.until_next_pass(failures))
         finally:
             self.close()
 
@@ -211,7 +211,7 @@ class Agent:
                 break
         self._wake.clear()
 
-    def _until_next_pass(self, failures: int) -> float:
+    def until_next_pass(self, failures: int) -> float:
         """The poll delay, cut short when a staged release's window opens sooner."""
         delay = self.next_delay_s(failures)
         if self.wake_at is not None:

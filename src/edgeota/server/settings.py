@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgeota.timeutil import Clock, ScaledClock, utcnow
+from edgeota.timeutil import Clock, ClockFile, ScaledClock, utcnow
 
 _PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "admin", "password", "test"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -81,6 +81,8 @@ class ServerSettings(BaseSettings):
     clock_start: datetime | None = None
     clock_anchor_unix_s: float | None = None
     clock_scale: float = Field(default=1.0, gt=0)
+    # Or the simulated time a fleet simulator publishes in this file (edgeota.timeutil.ClockFile).
+    clock_file: Path | None = None
     # The simulated-environment gate runs simulated devices against this very server.
     gate_server_url: str | None = Field(
         default=None, description="how the gate reaches this server; default: its host and port"
@@ -97,6 +99,9 @@ class ServerSettings(BaseSettings):
         for url in (self.mqtt_url, self.mqtt_device_url):
             if url is not None and not url.startswith("mqtts://"):
                 raise ValueError(f"MQTT URL {url!r}: notices go over TLS, use mqtts://host:port")
+        scaled = self.clock_start is not None or self.clock_scale != 1.0
+        if self.clock_file is not None and scaled:
+            raise ValueError("give EDGEOTA_CLOCK_FILE or EDGEOTA_CLOCK_START/SCALE, not both")
         if self.environment == "production":
             token = self.bootstrap_admin_token
             if token is not None and (
@@ -107,7 +112,7 @@ class ServerSettings(BaseSettings):
                     "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN is a placeholder or shorter than 24 characters;"
                     " set a random value or leave it unset to have one generated"
                 )
-            if self.clock_start is not None or self.clock_scale != 1.0:
+            if scaled or self.clock_file is not None:
                 raise ValueError("simulated time (EDGEOTA_CLOCK_*) is for development servers")
             if self.mqtt_url is not None and self.mqtt_password is None:
                 raise ValueError("EDGEOTA_MQTT_URL is set: set EDGEOTA_MQTT_PASSWORD as well")
@@ -120,6 +125,8 @@ class ServerSettings(BaseSettings):
 
     def clock(self) -> Clock:
         """The server's clock: the wall clock, or simulated time when configured."""
+        if self.clock_file is not None:
+            return ClockFile(self.clock_file)
         if self.clock_start is None and self.clock_scale == 1.0:
             return utcnow
         wall_now = utcnow()

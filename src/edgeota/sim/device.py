@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,11 +41,10 @@ class SimEnv:
     root: bytes  # the TUF root.json pinned at enrollment
     transport: httpx.BaseTransport  # edgeota.sim.network.shared_transport
     stats: NetworkStats
-    clock: Callable[[], datetime]
-    to_real_s: Callable[[float], float]  # simulated seconds -> wall-clock seconds
     faults: FaultPlan
     work_dir: Path
-    poll_interval_s: float  # wall-clock seconds between check-ins
+    poll_interval_s: float  # simulated seconds between check-ins
+    time_scale: float = 1.0  # simulated seconds per wall-clock second
     switch_margin_s: float = 0.0  # simulated seconds a window must stay open for a switch
     probe: bool = False  # also run real models' probe sets in-process
     seed: int = 0
@@ -120,6 +119,7 @@ class SimDevice:
     _agent: Agent | None = None
     _crash_pending: str | None = None
     _device_id: str | None = None
+    _now: datetime | None = None  # the simulated instant of the step under way
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -148,8 +148,8 @@ class SimDevice:
             enroll_token=self.enroll_token,
             poll_interval_s=env.poll_interval_s,
             poll_jitter=0.3,
-            backoff_initial_s=min(1.0, env.poll_interval_s),
-            backoff_max_s=max(5.0, 4 * env.poll_interval_s),
+            backoff_initial_s=min(env.time_scale, env.poll_interval_s),
+            backoff_max_s=max(5 * env.time_scale, 4 * env.poll_interval_s),
             disk_reserve_mb=0,
             download=DownloadLimits(max_attempts=4, backoff_initial_s=0.05, backoff_max_s=0.5),
             switch_margin_s=env.switch_margin_s,
@@ -183,15 +183,21 @@ class SimDevice:
             fetcher=Downloader(
                 http, config.downloads_dir, config.download_limits, crash=crash_bytes, rng=self._rng
             ),
-            now=env.clock,
+            now=self._step_time,
             rng=self._rng,
             crash=crash,
             measure_free=lambda _path: 1 << 40,
         )
 
-    def step(self) -> float:
-        """One pass of the agent; the wall-clock seconds until the next one."""
+    def _step_time(self) -> datetime:
+        assert self._now is not None, "the agent reads the time only during a step"
+        return self._now
+
+    def step(self, now: datetime) -> float:
+        """One pass of the agent at the simulated instant ``now`` (its clock for the whole
+        pass); the simulated seconds until the next one."""
         with self._lock:  # one pass at a time per device
+            self._now = now
             if self._agent is None:
                 self._agent = self._make_agent()
             agent = self._agent
@@ -206,16 +212,12 @@ class SimDevice:
                 self._crash_pending = None
                 agent.close(stop_runtimes=False)  # as kill -9 leaves it: the lock goes
                 self._agent = None
-                return 0.05
+                return 0.05 * self.env.time_scale
             except Exception:
                 log.exception("%s: the agent failed", self.spec.name)
                 ok = False
             self.failures = 0 if ok else self.failures + 1
-            delay = agent.next_delay_s(self.failures)
-            if agent.wake_at is not None:
-                wake = (agent.wake_at - self.env.clock()).total_seconds()
-                delay = min(delay, max(0.0, self.env.to_real_s(wake)))
-            return delay
+            return agent.until_next_pass(self.failures)
 
     def arm_crash(self) -> None:
         """Crash at the spec's crash point during the next update (then restart clean)."""

@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable
 
 from edgeota.server.sim_gate import GateJob, GateOutcome
+from edgeota.sim.clock import FleetClock
 from edgeota.sim.device import SeenEvent, SimDevice, SimEnv
 from edgeota.sim.engine import FleetEngine
 from edgeota.sim.faults import FaultPlan
@@ -46,8 +47,6 @@ class SimGateRunner:
             root=job.root,
             transport=transport,
             stats=stats,
-            clock=utcnow,
-            to_real_s=lambda s: s,
             faults=FaultPlan(),
             work_dir=job.work_dir,
             poll_interval_s=self.poll_interval_s,
@@ -60,7 +59,9 @@ class SimGateRunner:
                 zip(job.hardware_classes, job.enroll_tokens, strict=True)
             )
         ]
-        engine = FleetEngine(devices, workers=min(4, len(devices)), seed=job.rollout_id)
+        # Real time: the server this gate guards runs on the wall clock.
+        clock = FleetClock(utcnow(), 1.0)
+        engine = FleetEngine(devices, clock, workers=min(4, len(devices)), seed=job.rollout_id)
         steps_at_end: dict[int, int] = {}
 
         def done() -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from edgeota.fsutil import atomic_write_text
 from edgeota.rollout import Phase, RolloutPlan, phase_of
 from edgeota.rollout.windows import MaintenanceWindow
+from edgeota.sim.clock import FleetClock
 from edgeota.sim.device import SimDevice
 from edgeota.sim.engine import EngineStats
 from edgeota.sim.network import NetworkStats
@@ -117,6 +118,7 @@ class SimResult:
         final_versions: dict[str, int],
         stats: NetworkStats,
         engine: EngineStats,
+        clock: FleetClock,
         windows_open_at_start: int,
         sim_hours: float,
         settled: bool,
@@ -155,7 +157,9 @@ class SimResult:
                 "bytes_received": stats.bytes_to_server,
                 "bytes_from_cache": stats.bytes_from_cache,
                 "steps": engine.steps,
-                "step_late_p95_s": round(engine.late_p95_s(), 3),
+                "step_late_p95_sim_s": round(engine.late_p95_s(), 1),
+                "effective_time_scale": round(clock.effective_scale()),
+                "clock_held_s": round(clock.held_wall_s, 1),
                 **opts,
             },
         )

@@ -33,13 +33,13 @@ import httpx
 from edgeota.adminclient import AdminClient
 from edgeota.procs import ProcessGroup, free_port, wait_healthy
 from edgeota.releasefolder import LocalFile, LocalRelease, sha256_file
+from edgeota.sim.clock import FleetClock
 from edgeota.sim.device import SimDevice, SimEnv
 from edgeota.sim.engine import FleetEngine
 from edgeota.sim.faults import FaultPlan, crash_points
 from edgeota.sim.network import NetworkStats, shared_transport
 from edgeota.sim.outcome import DeviceReport, SimResult, device_report, plan_of
 from edgeota.sim.population import BROKEN_CLASS, DeviceSpec, draw_fleet, pick_field_test
-from edgeota.timeutil import ScaledClock
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,14 @@ def run_sim(opts: SimOptions, say: Callable[[str], None] = lambda _m: None) -> S
     started = time.monotonic()
     work = _work_dir(opts)
     say(f"work folder {work}")
-    clock = ScaledClock(opts.start, time.time(), opts.time_scale)
+    # The server started here reads the run's simulated time from this file.
+    publish = None if opts.server is not None else work / "clock"
+    clock = FleetClock(opts.start, opts.time_scale, publish_to=publish)
     try:
         with ProcessGroup() as procs, _server(opts, procs, work, clock) as server:
             return _run(opts, server, work, clock, say, started)
     finally:
+        clock.close()
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -136,7 +139,7 @@ def _work_dir(opts: SimOptions) -> Path:
 
 @contextlib.contextmanager
 def _server(
-    opts: SimOptions, procs: ProcessGroup, work: Path, clock: ScaledClock
+    opts: SimOptions, procs: ProcessGroup, work: Path, clock: FleetClock
 ) -> Iterator[_Server]:
     if opts.server is not None:
         assert opts.token is not None
@@ -166,9 +169,7 @@ def _server(
             "EDGEOTA_DATABASE_URL": "",
             "EDGEOTA_ENVIRONMENT": "development",
             "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret,
-            "EDGEOTA_CLOCK_START": clock.start.isoformat(),
-            "EDGEOTA_CLOCK_ANCHOR_UNIX_S": repr(clock.anchor_unix_s),
-            "EDGEOTA_CLOCK_SCALE": repr(clock.scale),
+            "EDGEOTA_CLOCK_FILE": str(work / "clock"),
             "EDGEOTA_ROLLOUT_INTERVAL_S": "0.2",
             "EDGEOTA_POLL_INTERVAL_S": str(max(1, round(opts.poll_s))),
         },
@@ -207,7 +208,7 @@ def _run(
     opts: SimOptions,
     server: _Server,
     work: Path,
-    clock: ScaledClock,
+    clock: FleetClock,
     say: Callable[[str], None],
     started: float,
 ) -> SimResult:
@@ -233,21 +234,20 @@ def _run(
         root=server.root,
         transport=transport,
         stats=stats,
-        clock=clock,
-        to_real_s=clock.real_seconds,
         faults=FaultPlan(broken, opts.drop_share),
         work_dir=work / "devices",
-        poll_interval_s=opts.poll_s,
+        poll_interval_s=opts.poll_s * opts.time_scale,
+        time_scale=opts.time_scale,
         # Half an hour of the window left for a switch: its restart and health check.
         switch_margin_s=1800.0,
         seed=opts.seed,
     )
     tokens = _parallel(lambda _s: admin.enrollment_token([group], 7 * 86400), list(specs))
     devices = [SimDevice(spec, env, token) for spec, token in zip(specs, tokens, strict=True)]
-    engine = FleetEngine(devices, workers=opts.workers, seed=opts.seed)
+    engine = FleetEngine(devices, clock, workers=opts.workers, seed=opts.seed)
     deadline = time.monotonic() + opts.timeout_s
     try:
-        engine.start(spread_s=min(5.0, opts.poll_s))
+        engine.start(spread_s=min(5.0, opts.poll_s) * opts.time_scale)
         setup_s = min(_left(deadline), 60 + 0.5 * len(devices))
         if not engine.run_until(lambda: all(d.committed() == old_id for d in devices), setup_s):
             missing = [d.spec.name for d in devices if d.committed() != old_id]
@@ -282,7 +282,7 @@ def _run(
             f"rollout {rollout['id']} of {NEW} created ({len(field_test)} field-test devices; "
             f"{open_now} of {len(devices)} devices inside a window now)"
         )
-        engine.wake_all()
+        engine.wake_all(within_s=0.5 * opts.time_scale)
         engine.reset_stats()  # from here on, the figures are the rollout's
         watch = _Watch(admin, int(rollout["id"]), devices, new_id, clock, opts.settle_s, say)
         if not engine.run_until(watch.done, _left(deadline)):
@@ -308,6 +308,7 @@ def _run(
         final_versions=dict(sorted(versions.items())),
         stats=stats,
         engine=engine.stats,
+        clock=clock,
         windows_open_at_start=open_now,
         sim_hours=(clock() - at_start).total_seconds() / 3600,
         settled=watch.settled,
