@@ -13,7 +13,7 @@ import pytest
 from edgeota.modelops.bundle import BuildOptions, build_bundle
 from edgeota.modelops.catalog import BuildError
 from edgeota.modelops.manifest import MANIFEST_VERSION, Manifest, load_manifest
-from edgeota.modelops.memory import llm_shape
+from edgeota.modelops.memory import EstimateConfig, estimate_gguf, llm_shape
 from edgeota.modelops.onnx_variants import OnnxBuildOptions
 from edgeota.releasefolder import load_release
 from edgeota.runtime.probe import load_probe
@@ -143,8 +143,10 @@ def test_gguf_variants_are_scored_on_weights_with_a_kv_cache_estimate(tmp_path: 
     size = {v.name: v.bytes for v in manifest.variants}
     assert size["Q4_0"] < size["Q8_0"] < size["F16"]
     kv_mb = (LLM["layers"] * LLM["context"] * LLM["kv_heads"] * 2 * 16 * 2) / 2**20
+    logits_mb = LLM["context"] * LLM["vocab"] * 4 / 2**20  # every position's, as served
     for v in manifest.variants:
         assert v.memory["kv_cache_mb"] == pytest.approx(kv_mb, rel=1e-3)
+        assert v.memory["activations_mb"] == pytest.approx(logits_mb, rel=1e-3)
         assert v.measured is not None and v.measured["what"] == "load"
         assert v.probe_file is None and v.tolerance is None
     assert not any(f.role == "probe" for f in load_release(tmp_path / "b").files)
@@ -158,6 +160,26 @@ def test_gguf_variants_are_scored_on_weights_with_a_kv_cache_estimate(tmp_path: 
     assert {t.name: t.tensor_type for t in reader.tensors}[
         "blk.0.attn_norm.weight"
     ] == gguf.GGMLQuantizationType.F32
+
+
+def test_a_large_vocabulary_model_counts_the_logits_the_runtime_keeps() -> None:
+    metadata = {
+        "general.architecture": "llama",
+        "llama.block_count": 32,
+        "llama.embedding_length": 4096,
+        "llama.attention.head_count": 32,
+        "llama.context_length": 4096,
+        "llama.vocab_size": 32000,
+    }
+    estimate = estimate_gguf(3_800 * 2**20, metadata, EstimateConfig())
+    assert estimate.activations_mb == pytest.approx(4096 * 32000 * 4 / 2**20)  # 500 MiB
+    assert estimate.kv_cache_mb == pytest.approx(2048.0)  # 32 x 4096 x 32 x 256 x 2 B
+    shorter = estimate_gguf(3_800 * 2**20, metadata, EstimateConfig(context_length=1024))
+    assert shorter.activations_mb == pytest.approx(estimate.activations_mb / 4)
+    del metadata["llama.vocab_size"]
+    unknown = estimate_gguf(3_800 * 2**20, metadata, EstimateConfig())
+    assert unknown.activations_mb == 0.0
+    assert any("logits are not counted" in n for n in unknown.notes)
 
 
 def test_safetensors_variants_keep_integer_tensors(tmp_path: Path) -> None:

@@ -160,6 +160,7 @@ class LlmShape:
     key_length: int
     value_length: int
     context_length: int
+    vocab_size: int | None  # None: the metadata does not say
 
 
 def llm_shape(metadata: Mapping[str, Any]) -> LlmShape | None:
@@ -183,16 +184,19 @@ def llm_shape(metadata: Mapping[str, Any]) -> LlmShape | None:
     kv_heads = number("attention.head_count_kv") or heads
     key = number("attention.key_length") or embd // heads
     value = number("attention.value_length") or embd // heads
-    return LlmShape(layers, kv_heads, key, value, context)
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    vocab = number("vocab_size") or (len(tokens) if isinstance(tokens, list) and tokens else None)
+    return LlmShape(layers, kv_heads, key, value, context, vocab)
 
 
 def estimate_gguf(
     weights_bytes: int, metadata: Mapping[str, Any], config: EstimateConfig
 ) -> MemoryEstimate:
-    """Weights + KV cache at the configured context + llama.cpp's base, for one GGUF variant."""
+    """Weights + KV cache at the configured context + the logits the runtime keeps +
+    llama.cpp's base, for one GGUF variant."""
     shape = llm_shape(metadata)
     notes: list[str] = []
-    kv = 0.0
+    kv = logits = 0.0
     if shape is None:
         notes.append("no attention metadata (block_count, head_count, ...): no KV cache counted")
     else:
@@ -208,8 +212,18 @@ def estimate_gguf(
             f"KV cache: {shape.layers} layers x {context} tokens x {shape.kv_heads} KV heads x "
             f"({shape.key_length} + {shape.value_length}) x {config.kv_cache_bytes_per_value} B"
         )
+        # edgeota.runtime.llm keeps every position's logits, so a probe scores whole prompts.
+        if shape.vocab_size is None:
+            notes.append("no vocabulary size in the metadata: the logits are not counted")
+        else:
+            logits = context * shape.vocab_size * 4 / MB
+            notes.append(f"logits: {context} tokens x {shape.vocab_size} vocabulary x 4 B")
     return MemoryEstimate(
-        weights_bytes / MB, config.gguf_runtime_base_mb, kv_cache_mb=kv, notes=tuple(notes)
+        weights_bytes / MB,
+        config.gguf_runtime_base_mb,
+        activations_mb=logits,
+        kv_cache_mb=kv,
+        notes=tuple(notes),
     )
 
 
