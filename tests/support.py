@@ -55,11 +55,13 @@ class RecordingSigner:
     def __init__(self) -> None:
         self.signed: list[tuple[str, int, str, dict[str, object]]] = []
         self.removed: list[str] = []
+        self.remove_calls = 0  # each call is one new targets version
 
     def sign_targets(self, targets: Sequence[tuple[str, int, str, dict[str, object]]]) -> None:
         self.signed.extend(targets)
 
     def remove_targets(self, paths: Sequence[str]) -> None:
+        self.remove_calls += 1
         self.removed.extend(paths)
 
     def refresh_expiring(self) -> list[str]:

@@ -117,6 +117,14 @@ class AdminClient:
         result: dict[str, Any] = self._call("POST", f"/api/v1/releases/{ref}/retire")
         return result
 
+    def prune(
+        self, keep: int, component: str | None = None, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Retire releases older than the newest ``keep`` that nothing needs (services.retire)."""
+        body = {"keep": keep, "component": component, "dry_run": dry_run}
+        result: dict[str, Any] = self._call("POST", "/api/v1/releases/prune", json=body)
+        return result
+
     def deploy(self, release: str, group: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/api/v1/deployments", json={"release": release, "group": group}

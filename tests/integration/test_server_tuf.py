@@ -199,3 +199,39 @@ def test_retired_release_is_no_longer_signed_or_served(
         assert trust.get_target("denoiser/2.0.0/model.onnx").custom.version == "2.0.0"
         with pytest.raises(PolicyError, match="not listed in the signed targets metadata"):
             trust.get_target("denoiser/1.0.0/model.onnx")
+
+
+def test_prune_takes_old_releases_out_of_the_signed_metadata(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    """`edgeota release prune --keep 1`: of four releases, the newest and the one its fleet
+    rollback would go back to stay; the two older ones leave the signed metadata."""
+    for n in range(1, 5):
+        folder = _release_folder(tmp_path / f"v{n}", f"upscaler {n}".encode() * 500)
+        server.admin.publish(load_release(folder), "upscaler", f"{n}.0.0")
+    env = {**os.environ, "EDGEOTA_SERVER": server.url, "EDGEOTA_ADMIN_TOKEN": server.admin_token}
+    prune = [sys.executable, "-m", "edgeota", "release", "prune", "--keep", "1"]
+    prune += ["--component", "upscaler", "--ca", str(server.ca)]
+
+    dry_run = [*prune, "--dry-run"]
+    dry = subprocess.run(dry_run, capture_output=True, text=True, env=env, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert "would retire upscaler 2.0.0" in dry.stdout
+    assert "would retire upscaler 1.0.0" in dry.stdout
+    assert "kept upscaler 3.0.0: upscaler 3.0.0 is what a fleet rollback of 4.0.0" in dry.stdout
+    assert server.admin.release("upscaler@1.0.0")["retired_at"] is None
+
+    done = subprocess.run(prune, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "retired upscaler 2.0.0" in done.stdout and "2 stored files deleted" in done.stdout
+    trust, http = _trust_client(server, tmp_path)
+    with http:
+        trust.refresh()
+        assert trust.get_target("upscaler/3.0.0/model.onnx").custom.version == "3.0.0"
+        for gone in ("1.0.0", "2.0.0"):
+            with pytest.raises(PolicyError, match="not listed in the signed targets metadata"):
+                trust.get_target(f"upscaler/{gone}/model.onnx")
+
+    zero = [sys.executable, "-m", "edgeota", "release", "prune", "--keep", "0"]
+    bad = subprocess.run(zero, capture_output=True, text=True, env=env, check=False)
+    assert bad.returncode == 2 and "--keep" in bad.stderr

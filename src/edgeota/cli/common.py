@@ -27,6 +27,7 @@ CaOpt = Annotated[
     Path | None,
     typer.Option("--ca", envvar="EDGEOTA_CA", help="CA file that signed the server's certificate"),
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 

@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeota.cli.common import DEFAULT_SERVER, CaOpt, ServerOpt, TokenOpt, admin_client, fail, out
+from edgeota.cli.common import (
+    DEFAULT_SERVER,
+    CaOpt,
+    JsonOpt,
+    ServerOpt,
+    TokenOpt,
+    admin_client,
+    fail,
+    out,
+)
 from edgeota.errors import PolicyError
 from edgeota.imagearchive import ConvertedImage, convert_image_archive, is_image_archive
 from edgeota.releasefolder import LocalRelease, load_release
@@ -22,7 +31,6 @@ release_app = typer.Typer(help="Publish and list releases.", no_args_is_help=Tru
 devices_app = typer.Typer(help="List, inspect and revoke devices.", no_args_is_help=True)
 enroll_app = typer.Typer(help="Create enrollment tokens for new devices.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 _NEED_OPERATOR = re.compile(r"[<>=!^~]")
 
 
@@ -164,6 +172,36 @@ def retire_release(
         f"retired {retired['component']} {retired['version']} ({retired['id']}): its "
         f"{len(retired['files'])} files are no longer signed or served"
     )
+
+
+@release_app.command("prune")
+def prune_releases(
+    keep: Annotated[int, typer.Option(min=1, help="how many of the newest releases to keep")],
+    component: Annotated[str | None, typer.Option(help="only this component")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="say what would be retired, retire nothing")
+    ] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = "",
+    ca: CaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retire every release older than the newest KEEP of its component that no device
+    desires, no rollout ships and no fleet rollback would go back to."""
+    with admin_client(server, token, ca) as client:
+        result = client.prune(keep, component, dry_run)
+    if as_json:
+        out.print_json(data=result)
+        return
+    verb = "would retire" if dry_run else "retired"
+    if not result["retired"]:
+        out.print(f"nothing to retire beyond the newest {keep} of each component")
+    for r in result["retired"]:
+        out.print(f"{verb} {r['component']} {r['version']} ({r['id']})")
+    for r in result["kept"]:
+        out.print(f"kept {r['component']} {r['version']}: {r['reason']}")
+    if not dry_run and result["retired"]:
+        out.print(f"{result['files_deleted']} stored files deleted")
 
 
 def deploy(

@@ -9,8 +9,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgeota.cli.common import DEFAULT_SERVER, CaOpt, ServerOpt, TokenOpt, admin_client, out
-from edgeota.cli.fleet import JsonOpt
+from edgeota.cli.common import (
+    DEFAULT_SERVER,
+    CaOpt,
+    JsonOpt,
+    ServerOpt,
+    TokenOpt,
+    admin_client,
+    out,
+)
 from edgeota.fsutil import atomic_write_text
 
 events_app = typer.Typer(help="Search device events across the fleet.", no_args_is_help=True)

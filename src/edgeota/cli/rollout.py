@@ -11,7 +11,16 @@ import typer
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from edgeota.cli.common import DEFAULT_SERVER, CaOpt, ServerOpt, TokenOpt, admin_client, fail, out
+from edgeota.cli.common import (
+    DEFAULT_SERVER,
+    CaOpt,
+    JsonOpt,
+    ServerOpt,
+    TokenOpt,
+    admin_client,
+    fail,
+    out,
+)
 
 rollout_app = typer.Typer(
     help="Staged rollouts: field test, growing percentages, automatic halt, fleet rollback.",
@@ -24,7 +33,6 @@ class Switch(StrEnum):
     NOW = "now"
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 IdArg = Annotated[int, typer.Argument(help="rollout id (see `edgeota rollout list`)")]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")

@@ -35,6 +35,7 @@ from edgeota.server.routers import (
 )
 from edgeota.server.schemas import ServerInfo
 from edgeota.server.services import devices as device_service
+from edgeota.server.services import retire
 from edgeota.server.services.errors import ServiceError, UnauthorizedError
 from edgeota.server.settings import ServerSettings
 from edgeota.server.signer import RepositorySigner, open_signer
@@ -96,6 +97,12 @@ def create_app(
                 _every(settings.delta_interval_s, lambda: _build_deltas(ctx, stopping))
             ),
         ]
+        if settings.release_keep is not None:
+            tasks.append(
+                asyncio.create_task(
+                    _every(settings.release_prune_interval_s, lambda: _prune_releases(ctx))
+                )
+            )
         await asyncio.to_thread(_refresh, ctx)
         try:
             yield
@@ -194,6 +201,22 @@ def _build_deltas(ctx: AppContext, stop: threading.Event) -> None:
         claim_timeout_s=s.delta_claim_timeout_s, max_ratio=s.delta_max_ratio
     )
     delta_builder.run_pending(ctx.sessions, ctx.artifacts, ctx.signer, config, utcnow, stop)
+
+
+def _prune_releases(ctx: AppContext) -> None:
+    keep = ctx.settings.release_keep
+    assert keep is not None
+    with session_scope(ctx.sessions) as session:
+        result = retire.prune(session, keep, ctx.signer, ctx.artifacts)
+        retire.record_pruned(session, retire.PRUNE_ACTOR, result)
+    if result.retired:
+        log.info(
+            "retired %d release(s) older than the newest %d: %s (%d files deleted)",
+            len(result.retired),
+            keep,
+            ", ".join(f"{r.component} {r.version}" for r in result.retired),
+            result.files_deleted,
+        )
 
 
 def _refresh(ctx: AppContext) -> None:

@@ -404,6 +404,34 @@ class ReleasePublic(BaseModel):
     )
 
 
+class PruneRequest(Strict):
+    keep: int = Field(ge=1, le=10_000, description="how many of the newest releases to keep")
+    component: str | None = Field(default=None, description="only this component; default all")
+    dry_run: bool = Field(default=False, description="say what would be retired, retire nothing")
+
+    @field_validator("component")
+    @classmethod
+    def _component(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v, "component")
+
+
+class ReleaseBrief(BaseModel):
+    id: str
+    component: str
+    version: str
+
+
+class KeptRelease(ReleaseBrief):
+    reason: str
+
+
+class PrunePublic(BaseModel):
+    dry_run: bool
+    retired: list[ReleaseBrief] = Field(description="retired now (would be, on a dry run)")
+    kept: list[KeptRelease] = Field(description="older than the newest kept, but still needed")
+    files_deleted: int
+
+
 class DeploymentCreate(Strict):
     release: str = Field(
         min_length=1, max_length=128, description="a release ID, or component@version"

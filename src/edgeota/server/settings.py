@@ -47,6 +47,13 @@ class ServerSettings(BaseSettings):
     delta_max_ratio: float = Field(
         default=0.9, gt=0, le=1, description="keep a delta only below this share of the file"
     )
+    release_keep: int | None = Field(
+        default=None,
+        ge=1,
+        description="retire, on its own, releases older than the newest N of their component "
+        "that nothing needs any more (see `edgeota release prune`); default: keep all",
+    )
+    release_prune_interval_s: float = Field(default=3600.0, gt=0)
     timestamp_expiry_s: int = Field(default=86400, ge=60)
     timestamp_refresh_margin_s: int | None = Field(
         default=None, ge=0, description="re-sign this long before expiry; default: half of it"

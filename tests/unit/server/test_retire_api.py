@@ -15,6 +15,7 @@ from test_rollouts_api import _tick
 from test_variants_api import Device, upload
 
 from apitools import make_client
+from edgeota.procs import wait_until
 from edgeota.server.settings import ServerSettings
 from edgeota.timeutil import utcnow
 from support import RecordingSigner
@@ -35,13 +36,14 @@ def client(tmp_path: Path, database_url: str, signer: RecordingSigner) -> Iterat
 SHARED = b"labels shared by every version"
 
 
-def publish(client: TestClient, version: str) -> dict[str, Any]:
+def publish(client: TestClient, version: str, component: str = "denoiser") -> dict[str, Any]:
+    model = f"{component} model {version}" if component != "denoiser" else f"model {version}"
     files = [
-        {"file": "model.onnx", "role": "model", **upload(client, f"model {version}".encode())},
+        {"file": "model.onnx", "role": "model", **upload(client, model.encode())},
         {"file": "labels.txt", "role": "file", **upload(client, SHARED)},
     ]
     r = client.post(
-        "/api/v1/releases", json={"component": "denoiser", "version": version, "files": files}
+        "/api/v1/releases", json={"component": component, "version": version, "files": files}
     )
     assert r.status_code == 201, r.text
     release: dict[str, Any] = r.json()
@@ -132,3 +134,86 @@ def test_a_rollback_goes_back_past_retired_releases(client: TestClient) -> None:
     assert sorted(f["sha256"] for f in republished["files"]) == sorted(
         f["sha256"] for f in v1["files"]
     )
+
+
+def test_prune_retires_what_nothing_needs_beyond_the_newest_in_one_targets_version(
+    client: TestClient, signer: RecordingSigner
+) -> None:
+    Device(client, "cam")
+    v = {n: publish(client, f"{n}.0.0") for n in range(1, 7)}
+    other = [publish(client, f"{n}.0.0", component="upscaler") for n in (1, 2)]
+    # Devices desire 3.0.0: it stays, and so does 2.0.0, what its fleet rollback goes back to.
+    assert client.post("/api/v1/deployments", json={"release": v[3]["id"], "group": "lab"})
+
+    dry = client.post("/api/v1/releases/prune", json={"keep": 2, "dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert [r["version"] for r in dry.json()["retired"]] == ["4.0.0", "1.0.0"]
+    assert signer.removed == [] and stored(client, b"model 1.0.0")  # a dry run changes nothing
+
+    r = client.post("/api/v1/releases/prune", json={"keep": 2, "component": "denoiser"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["dry_run"] is False
+    assert [(x["component"], x["version"]) for x in body["retired"]] == [
+        ("denoiser", "4.0.0"),
+        ("denoiser", "1.0.0"),
+    ]
+    kept = {x["version"]: x["reason"] for x in body["kept"]}
+    assert "1 device(s) still desire denoiser 3.0.0" in kept["3.0.0"]
+    assert "fleet rollback of 3.0.0 goes back to" in kept["2.0.0"]
+    assert signer.remove_calls == 1  # one new targets version for both
+    assert sorted(signer.removed) == sorted(f["target_path"] for n in (1, 4) for f in v[n]["files"])
+    assert body["files_deleted"] == 2  # their models; the shared labels stay
+    assert not stored(client, b"model 1.0.0") and not stored(client, b"model 4.0.0")
+    assert stored(client, SHARED) and stored(client, b"model 5.0.0")
+    versions = {
+        r["version"]: r["retired_at"] is not None
+        for r in client.get("/api/v1/releases", params={"component": "denoiser"}).json()
+    }
+    assert versions == {
+        "6.0.0": False,
+        "5.0.0": False,
+        "4.0.0": True,
+        "3.0.0": False,
+        "2.0.0": False,
+        "1.0.0": True,
+    }
+    for o in other:
+        assert client.get(f"/api/v1/releases/{o['id']}").json()["retired_at"] is None
+    audit = client.get("/api/v1/audit", params={"action": "release.retire"}).json()
+    assert sorted(e["details"]["version"] for e in audit) == ["1.0.0", "4.0.0"]
+    # Again: nothing more to do.
+    again = client.post("/api/v1/releases/prune", json={"keep": 2, "component": "denoiser"})
+    assert again.json()["retired"] == [] and signer.remove_calls == 1
+
+
+def test_prune_refuses_to_keep_nothing(client: TestClient) -> None:
+    r = client.post("/api/v1/releases/prune", json={"keep": 0})
+    assert r.status_code == 422 and "keep" in r.text
+    r = client.post("/api/v1/releases/prune", json={"keep": 2, "component": "Bad Name"})
+    assert r.status_code == 422 and "component" in r.text
+
+
+def test_a_server_with_a_release_limit_prunes_on_its_own(
+    tmp_path: Path, database_url: str, signer: RecordingSigner
+) -> None:
+    settings = ServerSettings(
+        data_dir=tmp_path / "server",
+        database_url=database_url,
+        release_keep=1,
+        release_prune_interval_s=0.05,
+    )
+    for client in make_client(settings, signer):
+        v1, _v2, v3 = (publish(client, f"{n}.0.0") for n in (1, 2, 3))
+
+        def state() -> dict[str, bool]:
+            listed = client.get("/api/v1/releases").json()
+            return {r["version"]: r["retired_at"] is not None for r in listed}
+
+        wait_until(lambda: state()["1.0.0"], 30, 0.05, "the server to retire 1.0.0")
+        # 2.0.0 is what a fleet rollback of 3.0.0 goes back to; 3.0.0 is the newest.
+        assert state() == {"3.0.0": False, "2.0.0": False, "1.0.0": True}
+        assert sorted(signer.removed) == sorted(f["target_path"] for f in v1["files"])
+        audit = client.get("/api/v1/audit", params={"action": "release.retire"}).json()
+        assert [(e["actor"], e["target_id"]) for e in audit] == [("retention", v1["id"])]
+        assert v3["retired_at"] is None

@@ -11,6 +11,10 @@ from edgeota.server.schemas import (
     ArtifactPublic,
     DeploymentCreate,
     DeploymentPublic,
+    KeptRelease,
+    PrunePublic,
+    PruneRequest,
+    ReleaseBrief,
     ReleaseCreate,
     ReleasePublic,
 )
@@ -92,6 +96,35 @@ def retire_release(
         session, admin.name, "release.retire", "release", release.id, {"files_deleted": freed}
     )
     return releases.to_public(session, release)
+
+
+@router.post("/releases/prune", response_model=PrunePublic)
+def prune_releases(
+    body: PruneRequest, admin: AdminDep, session: SessionDep, ctx: ContextDep
+) -> PrunePublic:
+    """Retire every release older than the newest ``keep`` of its component that no device
+    desires, no rollout ships and no fleet rollback would go back to (one new signed targets
+    version); the others are listed as kept, with the reason."""
+    result = retire.prune(
+        session, body.keep, ctx.signer, ctx.artifacts, body.component, body.dry_run
+    )
+    if not body.dry_run:
+        retire.record_pruned(session, admin.name, result)
+    return prune_public(result, body.dry_run)
+
+
+def prune_public(result: retire.PruneResult, dry_run: bool) -> PrunePublic:
+    return PrunePublic(
+        dry_run=dry_run,
+        retired=[
+            ReleaseBrief(id=r.id, component=r.component, version=r.version) for r in result.retired
+        ],
+        kept=[
+            KeptRelease(id=r.id, component=r.component, version=r.version, reason=why)
+            for r, why in result.kept
+        ],
+        files_deleted=result.files_deleted,
+    )
 
 
 @router.post("/deployments", response_model=DeploymentPublic, status_code=status.HTTP_201_CREATED)
