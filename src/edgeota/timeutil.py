@@ -52,6 +52,7 @@ class ScaledClock:
 
 
 _CHECK = 0x5EC0_7A11_C10C_F11E  # the second word is the first XOR this: a torn read shows
+_MASK = (1 << 64) - 1
 
 
 class ClockFile:
@@ -66,22 +67,23 @@ class ClockFile:
 
     SIZE = 16
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, writable: bool = False) -> None:
         self.path = path
         try:
-            with path.open("r+b") as f:
+            with path.open("r+b" if writable else "rb") as f:
                 if os.fstat(f.fileno()).st_size != self.SIZE:
                     raise ValueError(
                         f"{path} is not a clock file ({self.SIZE} bytes written by the simulator)"
                     )
-                self._map = mmap.mmap(f.fileno(), self.SIZE)
+                access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+                self._map = mmap.mmap(f.fileno(), self.SIZE, access=access)
         except FileNotFoundError as e:
             raise ValueError(f"clock file {path} does not exist; start the simulator first") from e
 
     @classmethod
     def create(cls, path: Path, now: datetime) -> ClockFile:
         path.write_bytes(bytes(cls.SIZE))
-        clock = cls(path)
+        clock = cls(path, writable=True)
         clock.set(now)
         return clock
 
@@ -97,6 +99,3 @@ class ClockFile:
 
     def close(self) -> None:
         self._map.close()
-
-
-_MASK = (1 << 64) - 1

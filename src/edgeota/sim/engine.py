@@ -29,8 +29,6 @@ from edgeota.sim.population import DeviceSpec
 
 log = logging.getLogger(__name__)
 
-_FAILED_STEP_DELAY_S = 60.0  # simulated seconds before a device whose step raised runs again
-
 
 class FleetDevice(Protocol):
     """What the engine steps: ``edgeota.sim.device.SimDevice``."""
@@ -111,7 +109,7 @@ class FleetEngine:
             delay = self.devices[i].step(self.clock.at(due))
         except BaseException:  # a worker must always hand its device back
             log.exception("%s: step failed", self.devices[i].spec.name)
-            delay = _FAILED_STEP_DELAY_S
+            delay = self.clock.scale  # one wall-clock second at full speed
         self._done.put((i, due, delay))
 
     def run_until(

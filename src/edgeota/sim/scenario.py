@@ -47,6 +47,7 @@ DEFAULT_START = datetime(2027, 3, 26, tzinfo=UTC)  # runs through Europe's sprin
 COMPONENT = "sim-model"
 OLD, NEW = "1.0.0", "2.0.0"
 ENDED = frozenset({"completed", "halted", "aborted"})
+CLOCK_FILE = "clock"  # in the work folder: the simulated time, for the server started here
 
 
 def auto_time_scale(devices: int) -> float:
@@ -116,10 +117,10 @@ def run_sim(opts: SimOptions, say: Callable[[str], None] = lambda _m: None) -> S
     work = _work_dir(opts)
     say(f"work folder {work}")
     # The server started here reads the run's simulated time from this file.
-    publish = None if opts.server is not None else work / "clock"
+    publish = None if opts.server is not None else work / CLOCK_FILE
     clock = FleetClock(opts.start, opts.time_scale, publish_to=publish)
     try:
-        with ProcessGroup() as procs, _server(opts, procs, work, clock) as server:
+        with ProcessGroup() as procs, _server(opts, procs, work) as server:
             return _run(opts, server, work, clock, say, started)
     finally:
         clock.close()
@@ -138,9 +139,7 @@ def _work_dir(opts: SimOptions) -> Path:
 
 
 @contextlib.contextmanager
-def _server(
-    opts: SimOptions, procs: ProcessGroup, work: Path, clock: FleetClock
-) -> Iterator[_Server]:
+def _server(opts: SimOptions, procs: ProcessGroup, work: Path) -> Iterator[_Server]:
     if opts.server is not None:
         assert opts.token is not None
         url = opts.server.rstrip("/")
@@ -169,7 +168,7 @@ def _server(
             "EDGEOTA_DATABASE_URL": "",
             "EDGEOTA_ENVIRONMENT": "development",
             "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret,
-            "EDGEOTA_CLOCK_FILE": str(work / "clock"),
+            "EDGEOTA_CLOCK_FILE": str(work / CLOCK_FILE),
             "EDGEOTA_ROLLOUT_INTERVAL_S": "0.2",
             "EDGEOTA_POLL_INTERVAL_S": str(max(1, round(opts.poll_s))),
         },
