@@ -217,3 +217,12 @@ def test_a_server_with_a_release_limit_prunes_on_its_own(
         audit = client.get("/api/v1/audit", params={"action": "release.retire"}).json()
         assert [(e["actor"], e["target_id"]) for e in audit] == [("retention", v1["id"])]
         assert v3["retired_at"] is None
+
+
+def test_new_deltas_are_not_built_from_retired_releases(client: TestClient) -> None:
+    """Their files may be gone from the store: the delta history counts live releases."""
+    v1, v2, v3 = publish(client, "1.0.0"), publish(client, "2.0.0"), publish(client, "3.0.0")
+    assert client.post(f"/api/v1/releases/{v1['id']}/retire").status_code == 200
+    v4 = publish(client, "4.0.0")  # the default history is 3 releases
+    bases = {d["base_release_id"] for d in v4["deltas"] if d["file"] == "model.onnx"}
+    assert bases == {v2["id"], v3["id"]}

@@ -40,7 +40,8 @@ def base_releases(session: Session, release: Release, history: int) -> list[Rele
     """The last ``history`` releases of the component below ``release``, newest first.
 
     By version, not by publication time: devices only move up, so a lower version is what
-    a device may hold when it is told to install ``release``.
+    a device may hold when it is told to install ``release``. Retired releases are left out:
+    their files may be deleted from the store.
     """
     if history <= 0:
         return []
@@ -48,7 +49,11 @@ def base_releases(session: Session, release: Release, history: int) -> list[Rele
     older = [
         r
         for r in session.scalars(
-            select(Release).where(Release.component == release.component, Release.id != release.id)
+            select(Release).where(
+                Release.component == release.component,
+                Release.id != release.id,
+                Release.retired_at.is_(None),
+            )
         )
         if parse_version(r.version) < new
     ]
