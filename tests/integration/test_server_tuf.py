@@ -224,6 +224,19 @@ def test_prune_takes_old_releases_out_of_the_signed_metadata(
     done = subprocess.run(prune, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert "retired upscaler 2.0.0" in done.stdout and "2 stored files deleted" in done.stdout
+    listing = [sys.executable, "-m", "edgeota", "release", "list", "--component", "upscaler"]
+    listed = subprocess.run(
+        [*listing, "--ca", str(server.ca)],
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "200"},  # one line per release
+        check=False,
+    )
+    rows = {line.split("│")[3].strip(): line for line in listed.stdout.splitlines() if "│" in line}
+    assert sorted(v for v, line in rows.items() if line.split("│")[6].strip()) == [
+        "1.0.0",
+        "2.0.0",
+    ]
     trust, http = _trust_client(server, tmp_path)
     with http:
         trust.refresh()

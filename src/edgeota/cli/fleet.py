@@ -148,9 +148,11 @@ def list_releases(
     if as_json:
         out.print_json(data=releases)
         return
-    table = Table("release", "component", "version", "files", "created")
+    table = Table("release", "component", "version", "files", "created", "retired")
     for r in releases:
-        table.add_row(r["id"], r["component"], r["version"], str(len(r["files"])), r["created_at"])
+        files = str(len(r["files"]))
+        retired = r.get("retired_at") or ""
+        table.add_row(r["id"], r["component"], r["version"], files, r["created_at"], retired)
     out.print(table)
 
 
