@@ -38,8 +38,8 @@ class Unmet:
     have: str | None
 
     def __str__(self) -> str:
-        there = f"not {self.have}" if self.have else "which is not installed"
-        return f"{self.owner} {self.owner_version} needs {self.component} {self.spec}, {there}"
+        has = f"{self.component} {self.have}" if self.have else f"no {self.component}"
+        return f"{self.owner} {self.owner_version} needs {self.component} {self.spec}, found {has}"
 
 
 @dataclass(frozen=True)

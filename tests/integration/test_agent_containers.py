@@ -194,4 +194,4 @@ def test_app_container_update_and_rollback(
     v4 = publish(fleet, tmp_path, images.archives["v2"], app_settings, "4.0.0", model=">=1.0.0")
     with pytest.raises(HTTPStatusError) as refused:
         fleet.server.admin.deploy(v4["id"], "lab")
-    assert "app 4.0.0 needs model >=1.0.0, not no model" in str(refused.value)
+    assert "app 4.0.0 needs model >=1.0.0, found no model" in str(refused.value)

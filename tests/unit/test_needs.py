@@ -55,6 +55,6 @@ def test_unmet_needs_names_owner_need_and_what_is_there() -> None:
         "model": Running("1.2.0", {}),
     }
     assert [str(u) for u in unmet_needs(running)] == [
-        "app 2.1.0 needs config >=1.0.0, which is not installed",
-        "app 2.1.0 needs model >=1.3.0, not 1.2.0",
+        "app 2.1.0 needs config >=1.0.0, found no config",
+        "app 2.1.0 needs model >=1.3.0, found model 1.2.0",
     ]

@@ -70,7 +70,7 @@ def test_an_app_whose_model_need_is_unmet_is_refused_with_the_devices(client: Te
     r = deploy(client, app)
     assert r.status_code == 409
     detail = r.json()["detail"]
-    assert "app 2.1.0 needs model >=1.3.0, not model 1.2.0 on 7 device(s)" in detail
+    assert "app 2.1.0 needs model >=1.3.0, found model 1.2.0 on 7 device(s)" in detail
     assert "and 2 more" in detail and "Deploy the needed versions" in detail
     r = client.post("/api/v1/rollouts", json={"release": app["id"], "group": "lab"})
     assert r.status_code == 409 and "needs model >=1.3.0" in r.json()["detail"]
@@ -96,7 +96,7 @@ def test_a_model_that_breaks_the_desired_apps_need_is_refused(client: TestClient
     )
     r = deploy(client, publish(client, "model", "2.0.0"))
     assert r.status_code == 409
-    assert "app 2.1.0 needs model >=1.3.0,<2.0.0, not model 2.0.0" in r.json()["detail"]
+    assert "app 2.1.0 needs model >=1.3.0,<2.0.0, found model 2.0.0" in r.json()["detail"]
     assert device.checkin()[1]["components"]["model"]["version"] == "1.3.0"
 
 

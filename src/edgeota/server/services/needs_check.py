@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from edgeota.needs import Running, Unmet, unmet_needs
+from edgeota.needs import Running, unmet_needs
 from edgeota.server.models import DesiredComponent, DeviceComponent, Release
 from edgeota.server.services.errors import ConflictError
 
@@ -32,7 +32,7 @@ def refuse_broken_needs(session: Session, release: Release, device_ids: Sequence
         for device_id, running in _future(session, release, chunk).items():
             for unmet in unmet_needs(running):
                 if release.component in (unmet.owner, unmet.component):
-                    broken[_describe(unmet)].append(device_id)
+                    broken[str(unmet)].append(device_id)
     if not broken:
         return
     lines = []
@@ -46,11 +46,6 @@ def refuse_broken_needs(session: Session, release: Release, device_ids: Sequence
         + ". Deploy the needed versions to these devices first, or a release whose needs "
         "they meet"
     )
-
-
-def _describe(unmet: Unmet) -> str:
-    there = f"{unmet.component} {unmet.have}" if unmet.have else f"no {unmet.component}"
-    return f"{unmet.owner} {unmet.owner_version} needs {unmet.component} {unmet.spec}, not {there}"
 
 
 def _future(
