@@ -110,10 +110,10 @@ def prune_releases(
     )
     if not body.dry_run:
         retire.record_pruned(session, admin.name, result)
-    return prune_public(result, body.dry_run)
+    return _prune_public(result, body.dry_run)
 
 
-def prune_public(result: retire.PruneResult, dry_run: bool) -> PrunePublic:
+def _prune_public(result: retire.PruneResult, dry_run: bool) -> PrunePublic:
     return PrunePublic(
         dry_run=dry_run,
         retired=[
