@@ -46,10 +46,6 @@ class ScaledClock:
     def __call__(self) -> datetime:
         return self.start + timedelta(seconds=(self.wall() - self.anchor_unix_s) * self.scale)
 
-    def real_seconds(self, simulated_s: float) -> float:
-        """Wall-clock seconds that ``simulated_s`` simulated seconds take."""
-        return simulated_s / self.scale
-
 
 _CHECK = 0x5EC0_7A11_C10C_F11E  # the second word is the first XOR this: a torn read shows
 _MASK = (1 << 64) - 1
