@@ -25,6 +25,7 @@ from modelfiles import (
     no_matmul_onnx,
     tiny_llm_gguf,
 )
+from support import skip_or_fail
 
 FAST = 2  # probe runs per variant: enough for a latency figure, quick on a shared machine
 
@@ -280,6 +281,54 @@ def test_a_file_that_is_no_model_is_refused(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(FormatError, match="not an ONNX, GGUF or safetensors model"):
         build(junk, tmp_path / "b")
+
+
+def test_build_is_logged_as_a_real_mlflow_run(tmp_path: Path, mlflow_store: str | None) -> None:
+    """With the `tracking` extra (mlflow-skinny) and a SQLite tracking store (conftest): the
+    run holds the build's parameters, per-variant metrics and the bundle's two descriptions."""
+    if mlflow_store is None:
+        skip_or_fail("mlflow is not installed (pip install 'edgeota[tracking]')")
+    from mlflow.tracking import MlflowClient
+
+    model = image_mlp_onnx(tmp_path / "mlp.onnx")
+    manifest = build(model, tmp_path / "b", variants=["fp32", "int8"])
+    assert manifest.mlflow_run_id is not None
+    client = MlflowClient(mlflow_store)
+    run = client.get_run(manifest.mlflow_run_id)
+    assert run.data.params["format"] == "onnx"
+    assert run.data.params["variants"] == "fp32,int8"
+    assert run.data.metrics["int8.bytes"] == manifest.variant("int8").bytes
+    fp32 = manifest.variant("fp32")
+    assert run.data.metrics["fp32.quality"] == pytest.approx(fp32.quality["score"])
+    assert "int8.peak_rss_mb" in run.data.metrics
+    artifacts = sorted(a.path for a in client.list_artifacts(manifest.mlflow_run_id))
+    assert artifacts == ["manifest.json", "release.json"]
+
+
+def test_a_failing_tracking_store_does_not_fail_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.machinery
+    import sys
+    import types
+
+    def start_run(**_kw: object) -> object:
+        raise ConnectionError("tracking server http://mlflow:5000 is down\nsecond line")
+
+    fake = types.ModuleType("mlflow")
+    fake.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+    fake.start_run = start_run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    said: list[str] = []
+    model = image_mlp_onnx(tmp_path / "mlp.onnx")
+    manifest = build_bundle(
+        model, tmp_path / "b", BuildOptions(repeat=FAST, variants=["fp32"]), progress=said.append
+    )
+    assert manifest.mlflow_run_id is None
+    saved = load_manifest(tmp_path / "b")
+    assert saved.variant("fp32").bytes > 0
+    assert "not logged to MLflow: tracking server http://mlflow:5000 is down" in saved.notes
+    assert "logging the build to MLflow" in said
 
 
 def test_build_is_logged_to_mlflow_when_it_is_importable(

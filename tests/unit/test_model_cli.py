@@ -40,6 +40,20 @@ def test_build_prints_the_report_and_report_reads_it_back(tmp_path: Path) -> Non
     assert [v["name"] for v in body["variants"]] == ["fp32", "int8"]
 
 
+def test_mlflow_logging_follows_the_flag(tmp_path: Path, mlflow_store: str | None) -> None:
+    """Logged when MLflow is installed (the conftest's store), not with --no-mlflow."""
+    model = image_mlp_onnx(tmp_path / "mlp.onnx")
+    runs = {}
+    for flag in ("--mlflow", "--no-mlflow"):
+        bundle = tmp_path / flag
+        argv = ["model", "build", str(model), "--out", str(bundle), "--variants", "fp32", flag]
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 0, result.output
+        runs[flag] = json.loads((bundle / "manifest.json").read_text())["mlflow_run_id"]
+    assert runs["--no-mlflow"] is None
+    assert (runs["--mlflow"] is not None) == (mlflow_store is not None)
+
+
 def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     model = image_mlp_onnx(tmp_path / "mlp.onnx")
     bundle = tmp_path / "bundle"

@@ -66,6 +66,13 @@ def build(
     context_length: Annotated[
         int | None, typer.Option(help="GGUF: KV cache context (default: the model's)")
     ] = None,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="log the build as an MLflow run when MLflow is installed (MLFLOW_TRACKING_URI)",
+        ),
+    ] = True,
 ) -> None:
     """Build MODEL's variants into a bundle that `edgeota release publish` takes."""
     from edgeota.modelops.bundle import BuildOptions, build_bundle
@@ -82,6 +89,7 @@ def build(
             force=force,
             onnx=OnnxBuildOptions(int8_mode=int8_mode, int4_block_size=int4_block_size),
             estimate=EstimateConfig(context_length=context_length),
+            log_mlflow=mlflow,
         )
     except ValueError as e:
         fail(str(e))

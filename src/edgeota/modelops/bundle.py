@@ -138,10 +138,12 @@ def build_bundle(
         atomic_write_text(staging / MANIFEST_NAME, manifest.dumps())
         description = json.dumps(release_description(manifest), indent=2) + "\n"
         atomic_write_text(staging / RELEASE_NAME, description)
-        run_id = log_build(manifest, staging, progress) if options.log_mlflow else None
-        if run_id is not None:
-            manifest = dataclasses.replace(manifest, mlflow_run_id=run_id)
-            atomic_write_text(staging / MANIFEST_NAME, manifest.dumps())
+        if options.log_mlflow:
+            logged = log_build(manifest, staging, progress)
+            if logged.run_id is not None or logged.problem is not None:
+                notes = manifest.notes + ((logged.problem,) if logged.problem else ())
+                manifest = dataclasses.replace(manifest, mlflow_run_id=logged.run_id, notes=notes)
+                atomic_write_text(staging / MANIFEST_NAME, manifest.dumps())
         _replace(staging, out)
     except BaseException:
         with contextlib.suppress(OSError):

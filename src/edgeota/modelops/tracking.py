@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,30 @@ def build_metrics(manifest: Manifest) -> dict[str, float]:
     return metrics
 
 
-def log_build(manifest: Manifest, bundle: Path, progress: Callable[[str], None]) -> str | None:
-    """Log params, metrics and the bundle's manifest and release description; the run ID,
-    or None when MLflow is not installed."""
+@dataclass(frozen=True)
+class Logged:
+    """How logging a build went: the run ID, or why there is none (None: not installed)."""
+
+    run_id: str | None = None
+    problem: str | None = None
+
+
+def log_build(manifest: Manifest, bundle: Path, progress: Callable[[str], None]) -> Logged:
+    """Log params, metrics and the bundle's manifest and release description as a run."""
     mlflow = _mlflow()
     if mlflow is None:
-        return None
+        return Logged()
     progress("logging the build to MLflow")
+    try:
+        return Logged(run_id=_log(mlflow, manifest, bundle))
+    # Whatever the tracking store raises (a server that is down, a database it cannot open):
+    # the bundle is the product and stays built; the run is only a record of it.
+    except Exception as e:
+        first_line = (str(e).splitlines() or [type(e).__name__])[0][:300]
+        return Logged(problem=f"not logged to MLflow: {first_line}")
+
+
+def _log(mlflow: Any, manifest: Manifest, bundle: Path) -> str:
     source = manifest.source
     with mlflow.start_run(run_name=f"edgeota model build {source['file']}") as run:
         mlflow.log_params(
