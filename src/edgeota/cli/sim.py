@@ -39,8 +39,9 @@ def sim(
     time_scale: Annotated[
         float | None,
         typer.Option(
-            help="simulated seconds per wall-clock second (default: as fast as the fleet "
-            "size allows: 10000 up to 300 devices, then 3,000,000 / devices)"
+            help="simulated seconds per wall-clock second, at most: simulated time waits for "
+            "devices' steps on a busy machine (default: 10000 up to 300 devices, then "
+            "3,000,000 / devices)"
         ),
     ] = None,
     drop_share: Annotated[float, typer.Option(help="share of requests the network loses")] = 0.02,
