@@ -51,8 +51,8 @@ CLOCK_FILE = "clock"  # in the work folder: the simulated time, for the server s
 
 
 def auto_time_scale(devices: int) -> float:
-    """As fast as the simulation stays faithful: a device must still catch a one-hour window
-    between its check-ins, and check-ins grow further apart as the fleet grows."""
+    """A ceiling the machine can mostly keep up with: a larger fleet has more steps per
+    simulated hour, and simulated time waits for steps that fall behind (FleetClock)."""
     return max(1000.0, min(10000.0, 3_000_000 / devices))
 
 
