@@ -62,6 +62,10 @@ def run_sim(tmp_path: Path, *args: str) -> tuple[dict[str, Any], list[dict[str, 
     for key in ("final_versions", "failed", "rolled_back", "phases_reached", "halted"):
         assert key in result
     assert result["bytes_sent"] > 0 and result["seconds"] > 0
+    # Simulated time never ran more than its lead (5 simulated minutes) past a step that
+    # was waiting for a worker, however busy the machine.
+    assert result["step_late_p95_sim_s"] <= 300
+    assert 0 < result["effective_time_scale"] <= float(TIME_SCALE) * 1.01
     return result, devices
 
 
