@@ -212,6 +212,21 @@ def test_metrics_show_state_updates_failures_and_check_in_age(
     )
     r = httpx.get(f"{served.url}/metrics")
     assert r.status_code == 200
+    # The agent's own memory: this process's, between a few MiB and the machine's RAM.
+    memory = {
+        family.name: family.samples[0].value
+        for family in text_string_to_metric_families(r.text)
+        if family.name.endswith("resident_memory_bytes")
+    }
+    assert set(memory) == {
+        "edgeota_agent_resident_memory_bytes",
+        "edgeota_agent_peak_resident_memory_bytes",
+    }
+    assert memory["edgeota_agent_resident_memory_bytes"] > 4 * 2**20
+    assert (
+        memory["edgeota_agent_resident_memory_bytes"]
+        <= (memory["edgeota_agent_peak_resident_memory_bytes"])
+    )
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(r.text)

@@ -6,12 +6,14 @@ The device side keeps its dependencies few, and a dozen series need no client li
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from edgeota.agent.journal import ComponentRecord
 from edgeota.agent.reporting import AgentStatus
 from edgeota.agent.statemachine import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MIB = 1024 * 1024
 
 
 def _escape(value: str) -> str:
@@ -38,11 +40,20 @@ class _Writer:
             self.lines.append(f"{name}{suffix}{_labels(labels)} {value:g}")
 
 
+@dataclass(frozen=True)
+class Memory:
+    """The agent process's memory in MiB (its runtimes and containers are apart)."""
+
+    resident_mb: float | None
+    peak_mb: float
+
+
 def render(
     status: AgentStatus,
     components: Mapping[str, ComponentRecord],
     unsent_events: int,
     now_unix_s: float,
+    memory: Memory | None = None,
 ) -> str:
     s = status.snapshot()
     w = _Writer()
@@ -110,4 +121,17 @@ def render(
         "Events journaled and not yet accepted by the server.",
         [({}, float(unsent_events))],
     )
+    if memory is not None:
+        w.family(
+            "edgeota_agent_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the agent process now (not its runtimes or containers).",
+            [] if memory.resident_mb is None else [({}, memory.resident_mb * MIB)],
+        )
+        w.family(
+            "edgeota_agent_peak_resident_memory_bytes",
+            "gauge",
+            "Peak resident memory of the agent process since it started.",
+            [({}, memory.peak_mb * MIB)],
+        )
     return "\n".join(w.lines) + "\n"

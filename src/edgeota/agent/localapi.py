@@ -35,6 +35,7 @@ from edgeota.agent.journal import ComponentRecord, Journal
 from edgeota.agent.reporting import AgentStatus
 from edgeota.agent.statemachine import State
 from edgeota.rollout.windows import can_defer
+from edgeota.runtime.resources import peak_rss_mb, resident_mb
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class LocalApi:
 
     def metrics(self) -> str:
         journal = self.agent.journal
+        memory = agent_metrics.Memory(resident_mb(), peak_rss_mb())
         return agent_metrics.render(
-            self.status, dict(journal.components), len(journal.outbox), time.time()
+            self.status, dict(journal.components), len(journal.outbox), time.time(), memory
         )
 
     # -- actions -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The process's own peak memory, as the runtime reports it and the model build measures it.
+"""The process's own memory: the peak, as the runtime reports it and the model build measures
+it, and the resident size now (the agent's /metrics).
 
 ``getrusage(RUSAGE_SELF).ru_maxrss`` is the obvious source, but on Linux it carries over the
 parent's peak across fork and exec (the kernel folds the old address space's high-water
@@ -18,12 +19,25 @@ _STATUS = Path("/proc/self/status")
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB."""
-    try:
-        for line in _STATUS.read_text("ascii").splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # the kernel reports kB
-    except (OSError, ValueError, IndexError):
-        pass
+    peak_kib = _status_kib("VmHWM")
+    if peak_kib is not None:
+        return peak_kib / 1024.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB; macOS reports bytes.
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def resident_mb() -> float | None:
+    """Resident set size of this process now in MiB (None where /proc does not say)."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib / 1024.0
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text("ascii").splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])  # the kernel reports kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
