@@ -125,5 +125,8 @@ def sim(
         "failed",
         "bytes_sent",
         "seconds",
+        "sim_hours",
+        "effective_time_scale",
+        "clock_held_s",
     ):
         out.print(f"{key}: {body[key]}")
