@@ -1,13 +1,19 @@
-"""Real servers and real agent processes on loopback, over HTTPS with generated certificates."""
+"""Real servers, agents and runtime services on loopback (servers over HTTPS with generated
+certificates)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import ssl
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
+import pytest
 
 from edgeota.adminclient import AdminClient
 from edgeota.procs import ProcessGroup, free_port, wait_healthy
@@ -135,3 +141,20 @@ def start_server(
         admin_token=token,
         port=port,
     )
+
+
+def wait_until_healthy(proc: subprocess.Popen[bytes], ready_file: Path, timeout_s: float) -> str:
+    """A runtime service's URL once its ready file names a port whose /healthz answers;
+    fails the test when the process exits first or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        if ready_file.exists():
+            url = f"http://127.0.0.1:{json.loads(ready_file.read_text())['port']}"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+        time.sleep(0.05)
+    pytest.fail(f"runtime did not become healthy within {timeout_s} s")

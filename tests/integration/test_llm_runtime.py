@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +25,7 @@ from edgeota.releasefolder import load_release
 from edgeota.runtime.llm import llama_cpp_available
 from edgeota.runtime.probe import MIN_AGREEMENT
 from edgeota.slotinfo import SlotFile, SlotInfo
+from harness import wait_until_healthy
 from support import skip_or_fail
 
 pytestmark = pytest.mark.integration
@@ -69,22 +68,6 @@ def install_variant(bundle: Path, manifest: Manifest, name: str, slot: Path) -> 
     assert record.probe_file is not None and record.tolerance is not None
     files = {"model": bundle / record.file, "probe": bundle / record.probe_file}
     return install(files, slot, record.tolerance)
-
-
-def wait_until_healthy(proc: subprocess.Popen[bytes], ready_file: Path, timeout_s: float) -> str:
-    """Poll the ready file, then /healthz (as tests/integration/test_runtime_service.py)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        if ready_file.exists():
-            url = f"http://127.0.0.1:{json.loads(ready_file.read_text())['port']}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.05)
-    pytest.fail(f"runtime did not become healthy within {timeout_s} s")
 
 
 @contextmanager

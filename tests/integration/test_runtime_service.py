@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from edgeota.modelops.digits import ExampleReleases, build_example_releases, run
 from edgeota.runtime.model import LoadedModel
 from edgeota.runtime.server import MAX_BODY_BYTES, build_runtime_server
 from edgeota.slotinfo import SlotFile, SlotInfo
+from harness import wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -241,22 +241,6 @@ def start_runtime(slot: Path, ready_file: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-
-
-def wait_until_healthy(proc: subprocess.Popen[bytes], ready_file: Path, timeout_s: float) -> str:
-    """Poll the ready file, then /healthz, until the runtime answers or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        if ready_file.exists():
-            url = f"http://127.0.0.1:{json.loads(ready_file.read_text())['port']}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.05)
-    pytest.fail(f"runtime did not become healthy within {timeout_s} s")
 
 
 def test_runtime_process_serves_and_stops_cleanly_on_sigterm(v1_slot: Path, tmp_path: Path) -> None:
