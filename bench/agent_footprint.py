@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any
 
 from edgeota.adminclient import AdminClient
 from edgeota.modelops.digits import build_example_releases
-from edgeota.procs import ProcessGroup, free_port, wait_healthy, wait_until
+from edgeota.procs import ProcessGroup, free_port, start_server, wait_until
 from edgeota.releasefolder import load_release
 from edgeota.server.devcerts import make_dev_certificates
 
@@ -98,21 +97,15 @@ def event_time(events: list[dict[str, Any]], name: str) -> datetime:
 def run(work: Path, mib: int) -> dict[str, float]:
     certs = make_dev_certificates(work / "certs")
     folder = release_folder(work, mib)
-    port, secret = free_port(), secrets.token_urlsafe(32)
-    url = f"https://127.0.0.1:{port}"
+    secret = secrets.token_urlsafe(32)
     with ProcessGroup() as procs:
-        procs.start(
-            [
-                *(sys.executable, "-m", "edgeota", "server", "--data-dir", str(work / "server")),
-                *("--port", str(port), "--tls-cert", str(certs.server_cert)),
-                *("--tls-key", str(certs.server_key)),
-            ],
+        url = start_server(
+            procs,
+            work / "server",
             work / "server.log",
             env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret, "EDGEOTA_POLL_INTERVAL_S": "1"},
-        )
-        wait_healthy(
-            f"{url}/healthz", 60, verify=ssl.create_default_context(cafile=str(certs.ca_cert))
-        )
+            certs=certs,
+        ).url
         with AdminClient(url, f"eoa_{secret}", certs.ca_cert) as admin:
             release = admin.publish(load_release(folder), COMPONENT, "1.0.0")
             admin.deploy(release["id"], GROUP)

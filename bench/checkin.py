@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from edgeota.adminclient import AdminClient
-from edgeota.procs import ProcessGroup, free_port, wait_healthy
+from edgeota.procs import ProcessGroup, start_server
 
 Request = Callable[[httpx.AsyncClient], "asyncio.Future[httpx.Response]"]
 
@@ -79,24 +79,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, ProcessGroup() as procs:
         work = Path(tmp)
-        port = free_port()
         secret = secrets.token_urlsafe(32)
-        url = f"http://127.0.0.1:{port}"
-        server = procs.start(
-            [
-                sys.executable,
-                "-m",
-                "edgeota",
-                "server",
-                "--data-dir",
-                str(work / "srv"),
-                "--port",
-                str(port),
-            ],
+        url = start_server(
+            procs,
+            work / "srv",
             work / "server.log",
             env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret},
-        )
-        wait_healthy(f"{url}/healthz", 60, proc=server)
+        ).url
         creds: list[tuple[str, str]] = []
         with AdminClient(url, f"eoa_{secret}") as admin, httpx.Client(base_url=url) as http:
             for i in range(args.devices):

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from edgeota.adminclient import AdminClient
-from edgeota.procs import ProcessGroup, free_port, wait_healthy
+from edgeota.procs import ProcessGroup, free_port
+from edgeota.procs import start_server as procs_start_server
 from edgeota.server.devcerts import DevCertificates
 
 
@@ -96,50 +97,30 @@ def start_server(
     To restart a server on its data dir, pass the old handle's ``port`` and ``admin_token``:
     agents keep their URL, and the admin token (made on the first start only) stays valid.
     """
-    port = free_port() if port is None else port
     data_dir = work / "server"
     token = "eoa_" + secrets.token_urlsafe(32) if token is None else token
-    log = work / "server.log"
-    proc = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "edgeota",
-            "server",
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(certs.server_cert),
-            "--tls-key",
-            str(certs.server_key),
-        ],
-        log,
+    server = procs_start_server(
+        procs,
+        data_dir,
+        work / "server.log",
         env={
             "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": token.removeprefix("eoa_"),
             "EDGEOTA_POLL_INTERVAL_S": "1",
             **(env or {}),
         },
+        port=port,
+        certs=certs,
     )
-    url = f"https://127.0.0.1:{port}"
-    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
-    try:
-        wait_healthy(f"{url}/healthz", timeout_s=60, verify=ctx, proc=proc)
-    except (RuntimeError, TimeoutError) as e:
-        raise RuntimeError(f"{e}\n--- server log ---\n{log.read_text()}") from e
     return ServerHandle(
-        url=url,
+        url=server.url,
         data_dir=data_dir,
-        admin=AdminClient(url, token, certs.ca_cert),
+        admin=AdminClient(server.url, token, certs.ca_cert),
         ca=certs.ca_cert,
         root=data_dir / "tuf" / "metadata" / "1.root.json",
-        process=proc,
-        log=log,
+        process=server.process,
+        log=server.log,
         admin_token=token,
-        port=port,
+        port=server.port,
     )
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from edgeota.demo_app import (
     remove_app,
 )
 from edgeota.imagearchive import convert_image_archive
-from edgeota.procs import ProcessGroup, free_port, wait_healthy, wait_until
+from edgeota.procs import ProcessGroup, free_port, start_server, wait_until
 from edgeota.releasefolder import LocalRelease, load_release
 from edgeota.server.devcerts import make_dev_certificates
 
@@ -206,29 +205,14 @@ def _run_fleet(
     step_timeout_s: float,
 ) -> None:
     certs = make_dev_certificates(work / "certs")
-    port = free_port()
     secret = secrets.token_urlsafe(32)
-    url = f"https://127.0.0.1:{port}"
-    server = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "edgeota",
-            "server",
-            "--data-dir",
-            str(work / "server"),
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(certs.server_cert),
-            "--tls-key",
-            str(certs.server_key),
-        ],
+    url = start_server(
+        procs,
+        work / "server",
         work / "logs" / "server.log",
         env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret, "EDGEOTA_POLL_INTERVAL_S": "2"},
-    )
-    ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
-    wait_healthy(f"{url}/healthz", 60, verify=ctx, proc=server)
+        certs=certs,
+    ).url
     report(f"server up at {url}", [])
     with AdminClient(url, f"eoa_{secret}", certs.ca_cert) as admin:
         steps = _Steps(admin, report, step_timeout_s)

@@ -1,4 +1,5 @@
-"""Child processes that never outlive their parent's ``with`` block (demo, simulator, tests)."""
+"""Child processes that never outlive their parent's ``with`` block (demo, simulator, tests,
+benchmarks), and the ``edgeota server`` they start."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from edgeota.server.devcerts import DevCertificates
 
 
 def free_port() -> int:
@@ -117,3 +124,43 @@ def wait_healthy(
             return False
 
     wait_until(ready, timeout_s, what=url)
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """An ``edgeota server`` started by :func:`start_server`."""
+
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    verify: ssl.SSLContext | bool  # what its clients verify its certificate with
+
+
+def start_server(
+    procs: ProcessGroup,
+    data_dir: Path,
+    log_file: Path,
+    *,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    certs: DevCertificates | None = None,
+    timeout_s: float = 60.0,
+) -> ServerProcess:
+    """``edgeota server`` on 127.0.0.1 (HTTPS when ``certs`` are given), once its /healthz
+    answers; RuntimeError with the end of its log when it exits or does not answer."""
+    port = free_port() if port is None else port
+    argv = [sys.executable, "-m", "edgeota", "server", "--data-dir", str(data_dir)]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    verify: ssl.SSLContext | bool = True
+    if certs is not None:
+        argv += ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)]
+        verify = ssl.create_default_context(cafile=str(certs.ca_cert))
+    url = f"{'https' if certs is not None else 'http'}://127.0.0.1:{port}"
+    proc = procs.start(argv, log_file, env=env)
+    try:
+        wait_healthy(f"{url}/healthz", timeout_s, verify=verify, proc=proc)
+    except (RuntimeError, TimeoutError) as e:
+        tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+        raise RuntimeError(f"the server did not start: {e}\n--- {log_file} ---\n{tail}") from e
+    return ServerProcess(url, port, proc, log_file, verify)

@@ -17,7 +17,6 @@ import os
 import random
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -31,7 +30,7 @@ from typing import Any
 import httpx
 
 from edgeota.adminclient import AdminClient
-from edgeota.procs import ProcessGroup, free_port, wait_healthy
+from edgeota.procs import ProcessGroup, start_server
 from edgeota.releasefolder import LocalFile, LocalRelease, sha256_file
 from edgeota.sim.clock import FleetClock
 from edgeota.sim.device import SimDevice, SimEnv
@@ -148,39 +147,27 @@ def _server(opts: SimOptions, procs: ProcessGroup, work: Path) -> Iterator[_Serv
         with AdminClient(url, opts.token, opts.ca) as admin:
             yield _Server(url, admin, root, own=False)
         return
-    port = free_port()
     secret = secrets.token_urlsafe(32)
-    log_file = work / "server.log"
-    proc = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "edgeota",
-            "server",
-            "--data-dir",
-            str(work / "server"),
-            "--port",
-            str(port),
-        ],
-        log_file,
-        env={
-            # Its own database in the work folder, whatever the caller's environment says.
-            "EDGEOTA_DATABASE_URL": "",
-            "EDGEOTA_ENVIRONMENT": "development",
-            "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret,
-            "EDGEOTA_CLOCK_FILE": str(work / CLOCK_FILE),
-            "EDGEOTA_ROLLOUT_INTERVAL_S": "0.2",
-            "EDGEOTA_POLL_INTERVAL_S": str(max(1, round(opts.poll_s))),
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(f"{url}/healthz", 60, proc=proc)
-    except (RuntimeError, TimeoutError) as e:
-        raise SimError(f"the server did not start: {e}; see {log_file}") from e
+        started = start_server(
+            procs,
+            work / "server",
+            work / "server.log",
+            env={
+                # Its own database in the work folder, whatever the caller's environment says.
+                "EDGEOTA_DATABASE_URL": "",
+                "EDGEOTA_ENVIRONMENT": "development",
+                "EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret,
+                "EDGEOTA_CLOCK_FILE": str(work / CLOCK_FILE),
+                "EDGEOTA_ROLLOUT_INTERVAL_S": "0.2",
+                "EDGEOTA_POLL_INTERVAL_S": str(max(1, round(opts.poll_s))),
+            },
+        )
+    except RuntimeError as e:
+        raise SimError(str(e)) from e
     root = (work / "server" / "tuf" / "metadata" / "1.root.json").read_bytes()
-    with AdminClient(url, f"eoa_{secret}") as admin:
-        yield _Server(url, admin, root, own=True, log=log_file)
+    with AdminClient(started.url, f"eoa_{secret}") as admin:
+        yield _Server(started.url, admin, root, own=True, log=started.log)
 
 
 def _publish(server: _Server, work: Path, opts: SimOptions, component: str) -> tuple[str, str]:
