@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session, sessionmaker
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_pre_ping=True,
+            # A request keeps its connection between the worker threads that run its session
+            # dependency and its endpoint; with a bounded pool a burst of requests left every
+            # thread waiting for a connection held by requests waiting for a thread (until the
+            # 30 s pool timeout). SQLite connections are cheap: never wait for one.
+            max_overflow=-1,
         )
 
         @event.listens_for(engine, "connect")
