@@ -219,6 +219,19 @@ def _held(lab: Lab, rollout_id: int, before: dict[str, Any], component: str) -> 
     assert {d for d, v in installed.items() if v is not None} == field_test
 
 
+def _complete_control(lab: Lab, control: int, held: int) -> None:
+    """Step the devices until the control rollout (of beta) has completed everywhere and
+    the held rollout's field test has updated."""
+    lab.run_until(
+        lambda: (
+            lab.rollout(control)["status"] == "completed"
+            and lab.everywhere("beta", "2.0.0")
+            and lab.rollout(held)["phases"][0]["updated"] == FIELD_TEST
+        ),
+        "the control rollout to complete after the restart",
+    )
+
+
 def test_pause_then_resume_each_hold_across_a_restart(lab: Lab) -> None:
     alpha, beta = lab.publish("alpha", "2.0.0"), lab.publish("beta", "2.0.0")
     paused_id = lab.create_rollout(alpha)
@@ -228,14 +241,7 @@ def test_pause_then_resume_each_hold_across_a_restart(lab: Lab) -> None:
     control = lab.create_rollout(beta)
 
     lab.restart()
-    lab.run_until(
-        lambda: (
-            lab.rollout(control)["status"] == "completed"
-            and lab.everywhere("beta", "2.0.0")
-            and lab.rollout(paused_id)["phases"][0]["updated"] == FIELD_TEST
-        ),
-        "the control rollout to complete after the restart",
-    )
+    _complete_control(lab, control, paused_id)
     # The control soaked its field test and its 100 % phase: the paused one had the time
     # to advance twice, and did not.
     _held(lab, paused_id, before, "alpha")
@@ -263,14 +269,7 @@ def test_aborted_rollout_stays_aborted_and_tells_no_one_after_a_restart(lab: Lab
     control = lab.create_rollout(beta)
 
     lab.restart()
-    lab.run_until(
-        lambda: (
-            lab.rollout(control)["status"] == "completed"
-            and lab.everywhere("beta", "2.0.0")
-            and lab.rollout(aborted_id)["phases"][0]["updated"] == FIELD_TEST
-        ),
-        "the control rollout to complete after the restart",
-    )
+    _complete_control(lab, control, aborted_id)
     # Devices told before the abort keep the release; nobody else was told.
     _held(lab, aborted_id, before, "alpha")
     # And an aborted rollout cannot be resumed by anyone, restart or not.
