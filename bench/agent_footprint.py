@@ -39,6 +39,7 @@ from edgeota.adminclient import AdminClient
 from edgeota.modelops.digits import build_example_releases
 from edgeota.procs import ProcessGroup, free_port, start_server, wait_until
 from edgeota.releasefolder import load_release
+from edgeota.runtime import resources
 from edgeota.server.devcerts import make_dev_certificates
 
 GROUP = "bench"
@@ -48,10 +49,10 @@ CHUNK = 4 * 1024 * 1024
 
 def status_kib(pid: int, field: str) -> int:
     """A ``/proc/<pid>/status`` figure in KiB (VmHWM: peak resident, VmRSS: resident now)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for process {pid}")
+    kib = resources.status_kib(field, pid)
+    if kib is None:
+        raise RuntimeError(f"no {field} for process {pid}")
+    return kib
 
 
 def child_peak_kib(argv: list[str]) -> tuple[int, float]:

@@ -19,7 +19,7 @@ _STATUS = Path("/proc/self/status")
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB."""
-    peak_kib = _status_kib("VmHWM")
+    peak_kib = status_kib("VmHWM")
     if peak_kib is not None:
         return peak_kib / 1024.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -29,13 +29,16 @@ def peak_rss_mb() -> float:
 
 def resident_mb() -> float | None:
     """Resident set size of this process now in MiB (None where /proc does not say)."""
-    kib = _status_kib("VmRSS")
+    kib = status_kib("VmRSS")
     return None if kib is None else kib / 1024.0
 
 
-def _status_kib(field: str) -> int | None:
+def status_kib(field: str, pid: int | None = None) -> int | None:
+    """A figure of ``/proc/<pid>/status`` in KiB (this process by default): ``VmHWM`` the
+    peak resident size, ``VmRSS`` the resident size now; None where /proc does not say."""
+    path = _STATUS if pid is None else Path(f"/proc/{pid}/status")
     try:
-        for line in _STATUS.read_text("ascii").splitlines():
+        for line in path.read_text("ascii").splitlines():
             if line.startswith(f"{field}:"):
                 return int(line.split()[1])  # the kernel reports kB
     except (OSError, ValueError, IndexError):
