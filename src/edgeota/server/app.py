@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -17,6 +17,7 @@ from edgeota import __version__
 from edgeota.errors import InsufficientSpaceError, VerificationError
 from edgeota.server import delta_builder, monitoring_setup, rollout_loop, sim_gate
 from edgeota.server.artifacts import ArtifactStore, ArtifactTooLargeError
+from edgeota.server.background import every
 from edgeota.server.context import AppContext
 from edgeota.server.db import make_engine, make_sessionmaker, session_scope
 from edgeota.server.metrics import MetricsMiddleware
@@ -79,28 +80,28 @@ def create_app(
         stop_notices = monitoring_setup.start(ctx)
         tasks = [
             asyncio.create_task(
-                _every(settings.last_seen_flush_interval_s, lambda: _flush_last_seen(ctx))
+                every(settings.last_seen_flush_interval_s, lambda: _flush_last_seen(ctx))
             ),
-            asyncio.create_task(_every(settings.tuf_refresh_interval_s, lambda: _refresh(ctx))),
+            asyncio.create_task(every(settings.tuf_refresh_interval_s, lambda: _refresh(ctx))),
             asyncio.create_task(
-                _every(
+                every(
                     settings.rollout_interval_s,
                     lambda: rollout_loop.run_due(ctx.sessions, ctx.clock),
                 )
             ),
             asyncio.create_task(
-                _every(settings.rollout_interval_s, lambda: sim_gate.run_due(ctx, stopping))
+                every(settings.rollout_interval_s, lambda: sim_gate.run_due(ctx, stopping))
             ),
             # One pass at a time per process, in a worker thread: building patches is
             # CPU-heavy and must not stall the event loop (the check-in path).
             asyncio.create_task(
-                _every(settings.delta_interval_s, lambda: _build_deltas(ctx, stopping))
+                every(settings.delta_interval_s, lambda: _build_deltas(ctx, stopping))
             ),
         ]
         if settings.release_keep is not None:
             tasks.append(
                 asyncio.create_task(
-                    _every(settings.release_prune_interval_s, lambda: _prune_releases(ctx))
+                    every(settings.release_prune_interval_s, lambda: _prune_releases(ctx))
                 )
             )
         await asyncio.to_thread(_refresh, ctx)
@@ -177,15 +178,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InsufficientSpaceError)
     async def no_space(_: Request, exc: InsufficientSpaceError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=507)
-
-
-async def _every(interval_s: float, work: Callable[[], object]) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await asyncio.to_thread(work)
-        except Exception:
-            log.exception("background work failed; retrying in %.0f s", interval_s)
 
 
 def _flush_last_seen(ctx: AppContext) -> None:
