@@ -1,4 +1,4 @@
-"""A burst of concurrent check-ins against a real server on its embedded SQLite database.
+"""A burst of concurrent check-ins against a real server, on SQLite and on PostgreSQL.
 
 The server runs each request's session dependency and its endpoint in separate worker
 threads (40 of them), and a request keeps its database connection in between. With a
@@ -11,11 +11,15 @@ hang. Every check-in of the burst must be answered, well inside that timeout.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from harness import ServerHandle
+from edgeota.procs import ProcessGroup
+from edgeota.server.devcerts import DevCertificates
+from harness import ServerHandle, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +66,16 @@ async def _burst(server: ServerHandle, devices: list[tuple[str, str, str]]) -> l
             return r.status_code
 
         return await asyncio.gather(*(check_in(n) for n in range(BURST)))
+
+
+@pytest.fixture
+def server(tmp_path: Path, certs: DevCertificates, database_url: str) -> Iterator[ServerHandle]:
+    with ProcessGroup() as procs:
+        handle = start_server(procs, tmp_path, certs, {"EDGEOTA_DATABASE_URL": database_url})
+        try:
+            yield handle
+        finally:
+            handle.admin.close()
 
 
 def test_a_burst_of_check_ins_beyond_the_worker_threads_is_answered(server: ServerHandle) -> None:

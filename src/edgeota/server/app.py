@@ -77,6 +77,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stopping.clear()
+        ctx.db_admission.bind()
         stop_notices = monitoring_setup.start(ctx)
         tasks = [
             asyncio.create_task(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from edgeota.server.admission import DatabaseAdmission
 from edgeota.server.artifacts import ArtifactStore
 from edgeota.server.metrics import ServerMetrics
 from edgeota.server.notices import ChangeFeed, LongPollWaiters
@@ -46,6 +47,7 @@ class AppContext:
     artifacts: ArtifactStore
     signer: RepositorySigner
     last_seen: LastSeenBuffer = field(default_factory=LastSeenBuffer)
+    db_admission: DatabaseAdmission = field(default_factory=DatabaseAdmission)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     changes: ChangeFeed = field(default_factory=ChangeFeed)  # committed desired-state changes
     waiters: LongPollWaiters = field(default_factory=LongPollWaiters)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from edgeota.server.context import AppContext
-from edgeota.server.db import session_scope
 from edgeota.server.models import Device
 from edgeota.server.services import devices, tokens
 from edgeota.server.services.errors import ForbiddenError, UnauthorizedError
@@ -24,9 +25,25 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(ctx: ContextDep) -> Iterator[Session]:
-    with session_scope(ctx.sessions) as session:
-        yield session
+async def get_session(ctx: ContextDep) -> AsyncIterator[Session]:
+    """The request's transaction, committed when the endpoint returns, rolled back on error.
+
+    Only admitted requests get one (see edgeota.server.admission); the commit, rollback and
+    close run in worker threads like the endpoint, never in the event loop.
+    """
+    async with ctx.db_admission.admitted() as ticket:
+        session = ctx.sessions()
+        ticket.attach(session)
+        try:
+            yield session
+            await run_in_threadpool(session.commit)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(session.rollback)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(session.close)
 
 
 # "function" scope: the transaction commits before the response is sent, so a client that

@@ -1,10 +1,11 @@
 """Long-poll check-ins: hold a 304 until the device's desired state changes.
 
-The request gives its database connection back before it waits: a waiting device costs a
-coroutine, not a connection. It wakes when this process commits a change for the device
-(:class:`edgeota.server.notices.LongPollWaiters`), when the client goes away, or when the
-wait is over; the device's revision is read again from the database in every case, so a
-change made by another server process is found at the latest when the wait ends.
+The request gives its database connection and its admission place back before it waits: a
+waiting device costs a coroutine, not a connection. It wakes when this process commits a
+change for the device (:class:`edgeota.server.notices.LongPollWaiters`), when the client
+goes away, or when the wait is over; the device's revision is read again from the database
+in every case, so a change made by another server process is found at the latest when the
+wait ends.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from edgeota.server.admission import Ticket
 from edgeota.server.context import AppContext
 from edgeota.server.models import Device
 
@@ -46,7 +48,10 @@ async def wait_for_change(
         woken = asyncio.ensure_future(changed.wait())
         gone = asyncio.ensure_future(_disconnected(request))
         try:
-            await asyncio.wait({woken, gone}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            async with Ticket.of(session).lent():  # a waiting request holds no place either
+                await asyncio.wait(
+                    {woken, gone}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             for task in (woken, gone):
                 task.cancel()

@@ -1,0 +1,76 @@
+"""How many requests may use the database at once, so that a burst cannot deadlock them.
+
+A request's session dependency runs in one worker thread and its endpoint in another, and
+the request keeps its database connection in between. Were every request let in, a burst
+could leave all worker threads waiting for connections held by requests that wait for a
+thread: nothing moves until the pool gives up (30 s), and a fleet reconnecting after an
+outage sees its check-ins hang. Admitting no more requests than there are worker threads
+means every admitted request can have a thread at the same time, so those holding
+connections always finish and hand them on; the others wait in the event loop, where a
+waiting request costs a coroutine, not a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from sqlalchemy.orm import Session
+
+# Worker threads left for work that needs no database (artifact streaming, /metrics).
+THREADS_KEPT_FREE = 8
+_SESSION_KEY = "edgeota.admission"
+
+
+class Ticket:
+    """One admitted request's place; a long-poll lends it back while it waits."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self.held = True
+
+    def attach(self, session: Session) -> None:
+        session.info[_SESSION_KEY] = self
+
+    @staticmethod
+    def of(session: Session) -> Ticket:
+        """The place the request that owns ``session`` holds."""
+        ticket: Ticket = session.info[_SESSION_KEY]
+        return ticket
+
+    @asynccontextmanager
+    async def lent(self) -> AsyncIterator[None]:
+        """Give the place back for a wait that holds no connection, and take it again after."""
+        self._slots.release()
+        self.held = False
+        try:
+            yield
+        finally:
+            await self._slots.acquire()
+            self.held = True
+
+
+class DatabaseAdmission:
+    def __init__(self) -> None:
+        self._slots: asyncio.Semaphore | None = None
+        self.limit = 0
+
+    def bind(self) -> None:
+        """At app start-up, in its event loop: size the admission to the worker threads."""
+        threads = anyio.to_thread.current_default_thread_limiter().total_tokens
+        self.limit = max(1, int(threads) - THREADS_KEPT_FREE)
+        self._slots = asyncio.Semaphore(self.limit)
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[Ticket]:
+        if self._slots is None:
+            raise RuntimeError("DatabaseAdmission.bind() was not called at app start-up")
+        await self._slots.acquire()
+        ticket = Ticket(self._slots)
+        try:
+            yield ticket
+        finally:
+            if ticket.held:
+                self._slots.release()
