@@ -11,7 +11,8 @@ hang. Every check-in of the burst must be answered, well inside that timeout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import hashlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -83,3 +84,59 @@ def test_a_burst_of_check_ins_beyond_the_worker_threads_is_answered(server: Serv
     codes = asyncio.run(_burst(server, devices))
     assert sorted(set(codes)) == [200, 304], f"{codes.count(0)} of {BURST} timed out"
     assert codes.count(304) == BURST // 2
+
+
+SLOW_UPLOADS = 45  # more than the requests the server lets use its database at once
+
+
+async def _check_in_during_slow_uploads(
+    server: ServerHandle, device: tuple[str, str, str]
+) -> tuple[int, list[int]]:
+    """Start uploads that stall after their first chunk, check in, then let them finish."""
+    go_on = asyncio.Event()
+    started = 0
+    all_started = asyncio.Event()
+    chunk = b"m" * 65536
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal started
+        yield chunk
+        started += 1
+        if started == SLOW_UPLOADS:
+            all_started.set()
+        await go_on.wait()
+        yield chunk
+
+    digest = hashlib.sha256(chunk * 2).hexdigest()
+    limits = httpx.Limits(max_connections=SLOW_UPLOADS + 1)
+    async with httpx.AsyncClient(
+        base_url=server.url, verify=server.ssl_context(), limits=limits, timeout=30.0
+    ) as client:
+        admin = {"Authorization": f"Bearer {server.admin_token}"}
+        uploads = [
+            asyncio.ensure_future(
+                client.put(f"/api/v1/artifacts/{digest}", content=body(), headers=admin)
+            )
+            for _ in range(SLOW_UPLOADS)
+        ]
+        await asyncio.wait_for(all_started.wait(), 20)
+        device_id, credential, _ = device
+        try:
+            r = await client.get(
+                f"/api/v1/devices/{device_id}/desired-state",
+                headers={"Authorization": f"Bearer {credential}"},
+                timeout=10.0,
+            )
+            check_in = r.status_code
+        except httpx.TimeoutException:
+            check_in = 0
+        go_on.set()
+        answers = await asyncio.gather(*uploads)
+        return check_in, [a.status_code for a in answers]
+
+
+def test_uploads_in_progress_do_not_keep_devices_from_checking_in(server: ServerHandle) -> None:
+    device = _enroll(server)[0]
+    check_in, uploads = asyncio.run(_check_in_during_slow_uploads(server, device))
+    assert check_in == 200, "the check-in waited for uploads that need no database"
+    assert uploads == [200] * SLOW_UPLOADS

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 # Worker threads left for work that needs no database (artifact streaming, /metrics).
 THREADS_KEPT_FREE = 8
@@ -74,3 +75,12 @@ class DatabaseAdmission:
         finally:
             if ticket.held:
                 self._slots.release()
+
+
+@asynccontextmanager
+async def without_database(session: Session) -> AsyncIterator[None]:
+    """For a long stretch of a request that needs no database (an upload, a wait): its
+    connection goes back to the pool and its place to the next request until the end."""
+    await run_in_threadpool(session.close)
+    async with Ticket.of(session).lent():
+        yield

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from edgeota.server.admission import without_database
 from edgeota.server.deps import AdminDep, ContextDep, SessionDep
 from edgeota.server.schemas import (
     ArtifactPublic,
@@ -28,15 +29,16 @@ Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
 @router.put("/artifacts/{sha256}", response_model=ArtifactPublic)
 async def upload_artifact(
-    sha256: Sha256Path, request: Request, _: AdminDep, ctx: ContextDep
+    sha256: Sha256Path, request: Request, _: AdminDep, session: SessionDep, ctx: ContextDep
 ) -> ArtifactPublic:
     """Upload a file by its sha256; uploading one that is already stored is a no-op."""
     existing = ctx.artifacts.length(sha256)
     if existing is not None:
         return ArtifactPublic(sha256=sha256, length=existing)
-    length = await ctx.artifacts.put_stream(
-        request.stream(), sha256, ctx.settings.max_artifact_bytes
-    )
+    async with without_database(session):  # a model upload may take minutes
+        length = await ctx.artifacts.put_stream(
+            request.stream(), sha256, ctx.settings.max_artifact_bytes
+        )
     return ArtifactPublic(sha256=sha256, length=length)
 
 
