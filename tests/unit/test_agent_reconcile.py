@@ -24,14 +24,11 @@ import pytest
 
 from edgeota.agent.api_client import DesiredComponent, DesiredState
 from edgeota.agent.config import CRASH_POINTS, AgentConfig
+from edgeota.agent.datalock import AgentLockedError
 from edgeota.agent.download import Downloader, DownloadLimits
 from edgeota.agent.driver import FakeDriver, RuntimeDriver
 from edgeota.agent.journal import Journal
-from edgeota.agent.reconcile import (
-    Agent,
-    AgentLockedError,
-    NotEnrolledError,
-)
+from edgeota.agent.reconcile import Agent, NotEnrolledError
 from edgeota.agent.slots import ComponentSlots
 from edgeota.agent.statemachine import State
 from edgeota.errors import PolicyError, TransportError, VerificationError

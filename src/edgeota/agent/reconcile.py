@@ -11,14 +11,14 @@ DOWNLOADING resumes on the next pass, STAGED re-verifies the slot and switches, 
 attempt and checks again (or rolls back past the budget), ROLLING_BACK finishes rolling back.
 Any unexpected error during a pass is handled the same way: reload the journal, recover.
 
-The decision to install is made on signed data only (:func:`decide`).
+The decision to install is made on signed data only (:func:`decide`). Beside it: every event
+is written by :mod:`edgeota.agent.recorder`, the runtimes are kept by
+:mod:`edgeota.agent.runtimes`, a slot is filled by :mod:`edgeota.agent.staging`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import math
 import os
 import random
 import signal
@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from edgeota.agent import schedule
@@ -39,6 +38,7 @@ from edgeota.agent.api_client import (
     inventory_digest,
 )
 from edgeota.agent.config import DEFAULT_POLL_INTERVAL_S, AgentConfig
+from edgeota.agent.datalock import lock_data_dir
 from edgeota.agent.decision import (
     ALREADY,
     Decision,
@@ -46,15 +46,17 @@ from edgeota.agent.decision import (
     signed_needs,
     signed_variant,
 )
-from edgeota.agent.delta_fetch import DeltaFetcher, DeltaPlan, record_fetched, transfer_report
+from edgeota.agent.delta_fetch import DeltaFetcher, DeltaPlan, transfer_report
 from edgeota.agent.diskspace import FreeBytes, NotEnoughSpaceError, ensure_free, free_bytes
 from edgeota.agent.download import DownloadCancelledError, Fetcher
 from edgeota.agent.driver import HealthCheck, RuntimeDriver
-from edgeota.agent.journal import ComponentRecord, Identity, Journal, PendingRelease, ReleaseRef
-from edgeota.agent.layer_reuse import reusable_files
+from edgeota.agent.journal import ComponentRecord, Identity, Journal, PendingRelease
+from edgeota.agent.recorder import REASON_CHARS, Recorder, figures_detail
+from edgeota.agent.runtimes import KIND_CONTAINER, KIND_MODEL, NO_ENGINE, Runtimes, runtime_kind
 from edgeota.agent.sets import complete_sets, held_for, holders, is_committed, running_now
 from edgeota.agent.slots import ComponentSlots, other_slot
-from edgeota.agent.statemachine import Event, SlotEffect, State, reported_name, step
+from edgeota.agent.staging import stage_release
+from edgeota.agent.statemachine import Event, State
 from edgeota.errors import (
     EdgeotaError,
     InsufficientSpaceError,
@@ -63,18 +65,9 @@ from edgeota.errors import (
     UntrustedError,
 )
 from edgeota.needs import Running, install_order
-from edgeota.slotinfo import SlotFile, SlotInfo
 from edgeota.targets import VerifiedTarget, check_component_name
 
 log = logging.getLogger(__name__)
-
-KIND_MODEL, KIND_CONTAINER = "model", "container"
-_NO_ENGINE = (
-    "this release runs as a container, and this agent has no container engine: start it "
-    "with --container-engine podman (or docker)"
-)
-
-_REASON_CHARS = 1000
 
 
 # -- the boundaries, each with a real implementation and a fake in the tests -----------------
@@ -83,16 +76,8 @@ class TrustSource(Protocol):
     def get_target(self, path: str) -> VerifiedTarget: ...
 
 
-class AgentLockedError(EdgeotaError):
-    """Another agent already runs on the same data folder."""
-
-
 class NotEnrolledError(EdgeotaError):
     """The device has no identity and cannot get one."""
-
-
-class AgentSetupError(EdgeotaError):
-    """The configuration cannot make a working agent (say, no trusted root)."""
 
 
 def _sigkill(point: str) -> None:
@@ -122,10 +107,7 @@ class Agent:
         self.health = health
         self.fetcher = fetcher
         self._deltas = DeltaFetcher(fetcher, config.downloads_dir)
-        self._make_driver = drivers
-        self._make_container_driver = container_drivers
-        self._drivers: dict[str, RuntimeDriver] = {}
-        self._driver_kinds: dict[str, str] = {}
+        self.runtimes = Runtimes(drivers, container_drivers)
         self._now = now
         self._rng = rng or random.Random()
         self._crash = crash
@@ -134,13 +116,11 @@ class Agent:
         self._wake = threading.Event()  # set by wake(): a notice cuts the wait short
         self.on_close: list[Callable[[], None]] = []  # stops what build_agent started
         self._lock_fd: int | None = None
-        self.journal = Journal(config.journal_path)
+        self.recorder = Recorder(Journal(config.journal_path), now)
         self.desired: DesiredState | None = None
         self._server_poll_s: float | None = None
         self._trust_fresh = False
         self._pass_ok = True
-        self._reported: dict[str, tuple[str, str]] = {}  # component -> last refusal told
-        self._crash_loop_told: set[str] = set()
         self._resumable: dict[str, set[str]] = {}  # downloads kept for a later resume
         # When a staged release waiting for its window may switch, in the agent's clock: a
         # scheduler may run the next pass then rather than a poll interval later.
@@ -149,12 +129,20 @@ class Agent:
         # component; None until the first pass has looked (held sets wait for it).
         self._plans: dict[str, Running] | None = None
 
+    @property
+    def journal(self) -> Journal:
+        return self.recorder.journal
+
+    @journal.setter
+    def journal(self, journal: Journal) -> None:
+        self.recorder.journal = journal
+
     # -- life cycle --------------------------------------------------------------------
     def open(self) -> None:
         """Lock the data folder, load the journal, recover, start the runtimes."""
         if self._lock_fd is not None:
             return
-        self._lock()
+        self._lock_fd = lock_data_dir(self.config.lock_path, self.config.data_dir)
         self.journal = Journal.load(self.config.journal_path)
         if self.journal.identity is not None:
             ident = self.journal.identity
@@ -163,14 +151,7 @@ class Agent:
 
     def close(self, *, stop_runtimes: bool = True) -> None:
         """Release the lock and (unless told otherwise) stop the runtimes."""
-        if stop_runtimes:
-            for name, driver in self._drivers.items():
-                # Containers are the device's services: they keep serving while the agent
-                # is down, and a restarted agent adopts them.
-                if self._driver_kinds.get(name) != KIND_CONTAINER:
-                    driver.stop()
-        self._drivers.clear()
-        self._driver_kinds.clear()
+        self.runtimes.close(stop=stop_runtimes)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
@@ -229,23 +210,6 @@ class Agent:
             )
         # Jitter spreads devices out, so a fleet reconnecting after an outage does not stampede.
         return base * self._rng.uniform(1 - j, 1 + j)
-
-    def _lock(self) -> None:
-        path = self.config.lock_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise AgentLockedError(
-                f"another agent (pid {holder}) is running on {self.config.data_dir}: stop it, "
-                "or give this agent its own data folder"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
 
     # -- one pass ----------------------------------------------------------------------
     def run_once(self) -> bool:
@@ -326,7 +290,7 @@ class Agent:
             check_component_name(name)
         except PolicyError as e:
             if desired is not None:
-                self._tell_refusal(name[:64], desired, str(e), record=False)
+                self.recorder.tell_refusal(name[:64], desired, str(e), record=False)
             return
         rec = self.journal.components.get(name)
         if rec is not None and rec.state is State.DOWNLOADING:
@@ -347,35 +311,39 @@ class Agent:
             return
         if rec is not None and is_committed(rec, desired):
             # The steady state: nothing to look up; a re-deploy is told once (row 20).
-            self._tell_refusal(name, desired, ALREADY, event="already_installed")
+            self.recorder.tell_refusal(name, desired, ALREADY, event="already_installed")
             return
         if desired.status is not None:
             # The server found no model variant this device can run (or still waits for its
             # inventory): nothing to install and nothing wrong; say so once, keep serving.
             reason = desired.reason or desired.status
-            self._tell_refusal(name, desired, reason, event=desired.status[:64])
+            self.recorder.tell_refusal(name, desired, reason, event=desired.status[:64])
             return
         if rec is not None and desired.release_id in rec.failed_release_ids:
             # Not a refusal (a rollout would count the device failed instead of rolled back):
             # the rollback was reported; an agent restarted since says it once more.
             why = _failed_before(desired.release_id)
-            self._tell_refusal(name, desired, why, event="already_failed")
+            self.recorder.tell_refusal(name, desired, why, event="already_failed")
             return
         try:
             targets = self._signed_targets(desired.targets)
         except UntrustedError as e:
-            self._tell_refusal(name, desired, str(e))
+            self.recorder.tell_refusal(name, desired, str(e))
             return
         record = rec or ComponentRecord()
         decision = self._decide(name, desired, targets, record)
         if decision.action == "install":
             self._start_update(name, desired, targets)
         elif decision.action == "already_installed":
-            self._tell_refusal(name, desired, decision.reason or "", event="already_installed")
+            self.recorder.tell_refusal(
+                name, desired, decision.reason or "", event="already_installed"
+            )
         elif decision.action == "wait":
-            self._tell_refusal(name, desired, decision.reason or "", event="waiting_for_need")
+            self.recorder.tell_refusal(
+                name, desired, decision.reason or "", event="waiting_for_need"
+            )
         else:
-            self._tell_refusal(name, desired, decision.reason or "refused")
+            self.recorder.tell_refusal(name, desired, decision.reason or "refused")
             self._abort_sets(name, f"{name} {desired.version} was refused: {decision.reason}")
 
     def _decide(
@@ -385,10 +353,8 @@ class Agent:
         targets: Sequence[VerifiedTarget],
         record: ComponentRecord,
     ) -> Decision:
-        if self._make_container_driver is None and any(
-            t.custom.role == "container" for t in targets
-        ):
-            return Decision("refuse", _NO_ENGINE)
+        if not self.runtimes.runs_containers and any(t.custom.role == "container" for t in targets):
+            return Decision("refuse", NO_ENGINE)
         others = {n: r for n, r in running_now(self.journal.components).items() if n != name}
         plans = {n: p for n, p in (self._plans or {}).items() if n != name}
         return decide(name, desired, targets, record, self.config.hardware_class, others, plans)
@@ -442,7 +408,7 @@ class Agent:
         def begin(r: ComponentRecord) -> None:
             r.pending, r.last_error, r.trial_attempts = pending, None, 0
 
-        self._transition(name, Event.UPDATE_FOUND, before=begin)
+        self.recorder.transition(name, Event.UPDATE_FOUND, before=begin)
         self._crash_point("download")
         self._download(name, targets)
 
@@ -477,33 +443,18 @@ class Agent:
                 what=f"{name} {pending.version}",
                 measure=self._measure_free,
             )
-            files = []
-            plan = self._delta_plan(name, pending, rec.committed_slot)
-            base = None if rec.committed_slot is None else slots.slot_dir(rec.committed_slot)
-            # Files the committed slot holds with the same signed hash (an image's unchanged
-            # layers, say) are linked from there, not downloaded again.
-            have = reusable_files(targets, base)
-            for t in targets:
-                if t.custom.file in have:
-                    slots.install_file(pending.slot, t.custom.file, have[t.custom.file])
-                    pending.downloaded_bytes.setdefault(t.custom.file, 0)
-                else:
-                    got = self._deltas.fetch(
-                        t,
-                        plan,
-                        cancel=self._stop,
-                        report=lambda r, d: self._delta_failed(name, r, d),
-                    )
-                    slots.install_file(pending.slot, t.custom.file, got.path)
-                    record_fetched(pending, t.custom.file, got)
-                self.journal.save()
-                files.append(
-                    SlotFile(t.custom.file, t.custom.role, t.sha256, t.length, t.custom.variant)
-                )
-            probe = next((t for t in targets if t.custom.role == "probe"), None)
-            tolerance = (probe.custom.tolerance if probe else None) or {}
-            info = SlotInfo(name, pending.version, pending.release_id, tuple(files), tolerance)
-            slots.write_info(pending.slot, info)  # last: only now is the slot complete
+            stage_release(
+                name,
+                pending,
+                targets,
+                slots=slots,
+                committed_slot=rec.committed_slot,
+                deltas=self._deltas,
+                plan=self._delta_plan(name, pending, rec.committed_slot),
+                cancel=self._stop,
+                delta_failed=lambda r, d: self.recorder.note(name, "delta_failed", r, detail=d),
+                progress=self.journal.save,
+            )
         except DownloadCancelledError:
             return  # stopping: the journal still says DOWNLOADING, resumed on the next start
         except InsufficientSpaceError as e:
@@ -518,7 +469,7 @@ class Agent:
         except UntrustedError as e:
             self._download_failed(name, str(e), keep=False)
             return
-        self._transition(name, Event.DOWNLOAD_OK)
+        self.recorder.transition(name, Event.DOWNLOAD_OK)
         self._crash_point("staged")
         self._switch(name)
 
@@ -536,10 +487,12 @@ class Agent:
             self._purge(rec.pending.sha256s)
 
         def note(r: ComponentRecord) -> None:
-            r.last_error = reason[:_REASON_CHARS]
+            r.last_error = reason[:REASON_CHARS]
 
         detail = {**(detail or {}), "will_retry": keep}
-        self._transition(name, Event.DOWNLOAD_FAILED, reason=reason, detail=detail, before=note)
+        self.recorder.transition(
+            name, Event.DOWNLOAD_FAILED, reason=reason, detail=detail, before=note
+        )
         if not keep:  # for good: a set waiting for this release cannot complete
             self._abort_sets(name, reason)
 
@@ -558,10 +511,6 @@ class Agent:
             base_dir=None if base_slot is None else self._slots(name).slot_dir(base_slot),
         )
 
-    def _delta_failed(self, name: str, reason: str, detail: dict[str, Any]) -> None:
-        """Report a delta that could not be used (the full file is fetched instead)."""
-        self._note(name, "delta_failed", reason, detail=detail)
-
     def _switch(self, name: str) -> None:
         rec = self.journal.component(name)
         assert rec.pending is not None
@@ -573,7 +522,7 @@ class Agent:
         def first_attempt(r: ComponentRecord) -> None:
             r.trial_attempts = 1
 
-        self._transition(name, Event.SWITCHED, before=first_attempt)
+        self.recorder.transition(name, Event.SWITCHED, before=first_attempt)
         self._crash_point("switched")
         self._trial(name)
 
@@ -600,7 +549,9 @@ class Agent:
         if result.changed or rec.wait != result.wait:
             rec.wait = result.wait
             for report in result.reports:
-                self._note(name, report.event, report.reason, detail=report.detail, save=False)
+                self.recorder.note(
+                    name, report.event, report.reason, detail=report.detail, save=False
+                )
             self.journal.save()
         schedule.remove_requests(self.config.data_dir, result.consumed)
         wake = result.verdict.wait_until
@@ -615,7 +566,7 @@ class Agent:
         self._restore_committed(name, start=False)
         self._empty(name, rec.pending.slot)
         self._purge(rec.pending.sha256s)
-        self._transition(name, Event.STAGE_INVALID, reason=reason)
+        self.recorder.transition(name, Event.STAGE_INVALID, reason=reason)
         self._restore_committed(name, start=True)
 
     def _trial(self, name: str) -> None:
@@ -624,13 +575,13 @@ class Agent:
         slot_dir = self._slots(name).slot_dir(rec.pending.slot)
         figures: dict[str, float] = {}
         note = None
-        kind = _runtime_kind(slot_dir)
+        kind = runtime_kind(slot_dir)
         if kind is not None:
-            driver = self._driver(name, slot_dir)
+            driver = self.runtimes.driver(name, slot_dir)
             # A container driver checks the new container beside the old one before it
             # retires the old one; a process driver restarts the runtime on the new slot.
             driver.restart(slot_dir)
-            self._crash_loop_told.discard(name)
+            self.runtimes.restarted(name)
             if not driver.wait_ready(self.config.ready_timeout_s):
                 said = driver.last_output()
                 if kind == KIND_CONTAINER and said:
@@ -667,9 +618,9 @@ class Agent:
         assert rec.pending is not None
         slot_dir = self._slots(name).slot_dir(rec.pending.slot)
         sha256s = rec.pending.sha256s
-        detail = {**_figures(figures), **transfer_report(rec.pending, slot_dir)}
-        self._reported[name] = (rec.pending.release_id, ALREADY)  # committed was news enough
-        self._transition(name, Event.HEALTH_OK, reason=note, detail=detail)
+        detail = {**figures_detail(figures), **transfer_report(rec.pending, slot_dir)}
+        self.recorder.mark_told(name, rec.pending.release_id, ALREADY)  # committed said it
+        self.recorder.transition(name, Event.HEALTH_OK, reason=note, detail=detail)
         self._crash_point("commit")
         self._resumable.pop(name, None)
         self._purge(sha256s)
@@ -693,7 +644,7 @@ class Agent:
                 f"passed its health check; committed once {', '.join(holders)} (which need "
                 "it) are installed, or rolled back with them"
             )
-            self._note(name, "held_for_set", reason, detail=_figures(figures))
+            self.recorder.note(name, "held_for_set", reason, detail=figures_detail(figures))
         return True
 
     def _holders(self, name: str) -> list[str]:
@@ -718,10 +669,10 @@ class Agent:
         def mark(r: ComponentRecord) -> None:
             assert r.pending is not None
             r.mark_failed(r.pending.release_id)
-            r.last_error = reason[:_REASON_CHARS]
+            r.last_error = reason[:REASON_CHARS]
 
-        self._transition(
-            name, Event.HEALTH_FAILED, reason=reason, detail=_figures(figures), before=mark
+        self.recorder.transition(
+            name, Event.HEALTH_FAILED, reason=reason, detail=figures_detail(figures), before=mark
         )
         self._rollback(name)
         self._abort_sets(name, reason)
@@ -730,13 +681,13 @@ class Agent:
         rec = self.journal.component(name)
         assert rec.pending is not None
         slots = self._slots(name)
-        driver = self._driver(name, slots.slot_dir(rec.pending.slot))
+        driver = self.runtimes.driver(name, slots.slot_dir(rec.pending.slot))
         detail: dict[str, Any] = {}
         if rec.committed_slot is not None:
             slots.switch_to(rec.committed_slot)
             good = slots.slot_dir(rec.committed_slot)
-            if _runtime_kind(good) is not None:
-                driver = self._driver(name, good)
+            if runtime_kind(good) is not None:
+                driver = self.runtimes.driver(name, good)
                 # A container driver finds the old container still serving when the new one
                 # failed beside it, and keeps it; otherwise it starts the old image again.
                 driver.restart(good)
@@ -751,8 +702,10 @@ class Agent:
         self._empty(name, rec.pending.slot)
         sha256s = rec.pending.sha256s
         # Rolling back said it all: no "failed here before" refusal on the next pass.
-        self._reported[name] = (rec.pending.release_id, _failed_before(rec.pending.release_id))
-        self._transition(name, Event.ROLLBACK_DONE, reason=rec.last_error, detail=detail)
+        self.recorder.mark_told(
+            name, rec.pending.release_id, _failed_before(rec.pending.release_id)
+        )
+        self.recorder.transition(name, Event.ROLLBACK_DONE, reason=rec.last_error, detail=detail)
         self._purge(sha256s)
 
     # -- recovery ----------------------------------------------------------------------
@@ -762,7 +715,9 @@ class Agent:
             if rec.state is State.IDLE:
                 self._restore_committed(name, start=True)
             elif rec.state is State.DOWNLOADING:
-                self._transition(name, Event.RESUME)  # the download resumes in the next pass
+                self.recorder.transition(
+                    name, Event.RESUME
+                )  # the download resumes in the next pass
                 self._restore_committed(name, start=True)
             elif rec.state is State.STAGED:
                 assert rec.pending is not None
@@ -773,12 +728,12 @@ class Agent:
                     self._empty(name, rec.pending.slot)
                     self._purge(rec.pending.sha256s)
                     reason = "the staged slot no longer verifies; it was discarded"
-                    self._transition(name, Event.STAGE_INVALID, reason=reason)
+                    self.recorder.transition(name, Event.STAGE_INVALID, reason=reason)
                     self._restore_committed(name, start=True)
             elif rec.state is State.TRIAL:
                 self._recover_trial(name, rec)
             else:
-                self._transition(name, Event.RESUME)
+                self.recorder.transition(name, Event.RESUME)
                 self._rollback(name)
 
     def _recover_trial(self, name: str, rec: ComponentRecord) -> None:
@@ -794,14 +749,14 @@ class Agent:
                 r.mark_failed(r.pending.release_id)
                 r.last_error = reason
 
-            self._transition(name, Event.ATTEMPTS_EXHAUSTED, reason=reason, before=mark)
+            self.recorder.transition(name, Event.ATTEMPTS_EXHAUSTED, reason=reason, before=mark)
             self._rollback(name)
             return
 
         if rec.held_for:
             # It passed its check before the restart and waits for its set: check it again,
             # without counting against the budget of interrupted checks.
-            self._transition(name, Event.TRIAL_INTERRUPTED)
+            self.recorder.transition(name, Event.TRIAL_INTERRUPTED)
             self._slots(name).switch_to(rec.pending.slot)
             self._trial(name)
             return
@@ -809,7 +764,7 @@ class Agent:
         def count(r: ComponentRecord) -> None:
             r.trial_attempts += 1
 
-        self._transition(name, Event.TRIAL_INTERRUPTED, before=count)
+        self.recorder.transition(name, Event.TRIAL_INTERRUPTED, before=count)
         self._slots(name).switch_to(rec.pending.slot)
         self._trial(name)
 
@@ -829,104 +784,14 @@ class Agent:
         if slots.active() != rec.committed_slot:
             slots.switch_to(rec.committed_slot)
         good = slots.slot_dir(rec.committed_slot)
-        if start and _runtime_kind(good) is not None:
-            driver = self._driver(name, good)
+        if start and runtime_kind(good) is not None:
+            driver = self.runtimes.driver(name, good)
             if driver.slot_dir != good:
                 driver.restart(good)
 
-    # -- journal, events, reports ------------------------------------------------------
-    def _transition(
-        self,
-        name: str,
-        event: Event,
-        *,
-        reason: str | None = None,
-        detail: dict[str, Any] | None = None,
-        before: Callable[[ComponentRecord], None] | None = None,
-    ) -> None:
-        """Apply ``event`` to the record and save it, with its event, in one journal write."""
-        rec = self.journal.component(name)
-        tr = step(rec.state, event)  # raises on an illegal event, before anything changes
-        if before is not None:
-            before(rec)
-        release = rec.pending or rec.committed
-        rec.state = tr.target
-        if tr.effect is SlotEffect.COMMIT:
-            assert rec.pending is not None
-            rec.committed_slot = rec.pending.slot
-            p = rec.pending
-            rec.committed = ReleaseRef(p.version, p.release_id, p.variant, dict(p.needs))
-            rec.last_error = None
-        if tr.target is State.IDLE:
-            rec.pending, rec.trial_attempts, rec.held_for = None, 0, []
-        self.journal.record_event(
-            time=self._timestamp(),
-            component=name,
-            event=reported_name(event),
-            state=tr.target.value,
-            release_id=release.release_id if release else None,
-            version=release.version if release else None,
-            reason=None if reason is None else reason[:_REASON_CHARS],
-            detail=detail,
-        )
-        self.journal.save()
-        log.info("%s: %s -> %s %s", name, event.value, tr.target.value, reason or "")
-
-    def _note(
-        self,
-        name: str,
-        event: str,
-        reason: str,
-        *,
-        detail: dict[str, Any] | None = None,
-        about: ReleaseRef | None = None,
-        save: bool = True,
-    ) -> None:
-        """Report an event that moves no state: about ``about``, else the release under way."""
-        rec = self.journal.component(name)
-        release = about or rec.pending or rec.committed
-        self.journal.record_event(
-            time=self._timestamp(),
-            component=name,
-            event=event,
-            state=rec.state.value,
-            release_id=release.release_id if release else None,
-            version=release.version if release else None,
-            reason=reason[:_REASON_CHARS],
-            detail=detail,
-        )
-        if save:
-            self.journal.save()
-
-    def _tell_refusal(
-        self,
-        name: str,
-        desired: DesiredComponent,
-        reason: str,
-        *,
-        event: str = "update_refused",
-        record: bool = True,
-    ) -> None:
-        """Report why a desired release is not installed, once per release and reason."""
-        key = (desired.release_id, reason)
-        if self._reported.get(name) == key:
-            return
-        self._reported[name] = key
-        rec = self.journal.components.get(name) if record else None
-        self.journal.record_event(
-            time=self._timestamp(),
-            component=name,
-            event=event,
-            state=(rec.state if rec else State.IDLE).value,
-            release_id=desired.release_id[:64],
-            version=desired.version[:64],
-            reason=reason[:_REASON_CHARS],
-        )
-        self.journal.save()
-        log.info("%s: %s %s: %s", name, event, desired.release_id, reason)
-
+    # -- reports ----------------------------------------------------------------------
     def _flush_outbox(self) -> None:
-        self.journal.flush_outbox(self.api.post_events, self._timestamp())
+        self.journal.flush_outbox(self.api.post_events, self.recorder.timestamp())
 
     def _send_inventory(self) -> None:
         body = build_inventory(
@@ -946,13 +811,10 @@ class Agent:
 
     # -- plumbing ----------------------------------------------------------------------
     def _supervise(self) -> None:
-        for name, driver in self._drivers.items():
-            driver.supervise()
-            if driver.crashed() and name not in self._crash_loop_told:
-                self._crash_loop_told.add(name)
-                committed = self.journal.component(name).committed
-                why = "the runtime of the committed slot keeps exiting"
-                self._note(name, "runtime_crash_loop", why, about=committed)
+        for name in self.runtimes.supervise():
+            committed = self.journal.component(name).committed
+            why = "the runtime of the committed slot keeps exiting"
+            self.recorder.note(name, "runtime_crash_loop", why, about=committed)
 
     def _sweep_downloads(self) -> None:
         if all(r.state is State.IDLE for r in self.journal.components.values()):
@@ -969,54 +831,15 @@ class Agent:
         self._slots(name).empty(slot)
 
     def _forget(self, name: str, slot: str) -> None:
-        slot_dir = self._slots(name).slot_dir(slot)
-        if _runtime_kind(slot_dir) == KIND_CONTAINER and self._make_container_driver:
-            self._driver(name, slot_dir).forget(slot_dir)
+        self.runtimes.forget(name, self._slots(name).slot_dir(slot))
 
     def _slots(self, name: str) -> ComponentSlots:
         return ComponentSlots(self.config.data_dir, name)
-
-    def _driver(self, name: str, slot_dir: Path) -> RuntimeDriver:
-        """The driver of the component, of the kind the slot needs (model or container)."""
-        kind = _runtime_kind(slot_dir) or self._driver_kinds.get(name, KIND_MODEL)
-        if name in self._drivers and self._driver_kinds[name] == kind:
-            return self._drivers[name]
-        if name in self._drivers:
-            self._drivers.pop(name).stop()  # the component changed kind
-        if kind == KIND_CONTAINER:
-            if self._make_container_driver is None:
-                raise AgentSetupError(_NO_ENGINE)
-            driver = self._make_container_driver(name)
-        else:
-            driver = self._make_driver(name)
-        self._drivers[name], self._driver_kinds[name] = driver, kind
-        return driver
 
     def _crash_point(self, point: str) -> None:
         if self.config.crash_at == point:
             self._crash(point)
 
-    def _timestamp(self) -> str:
-        return self._now().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def _failed_before(release_id: str) -> str:
     return f"{release_id} failed here before"
-
-
-def _figures(figures: Mapping[str, float]) -> dict[str, Any]:
-    """Event detail with the health figures; NaN and infinities become null (strict JSON)."""
-    return {"figures": {k: v if math.isfinite(v) else None for k, v in figures.items()}}
-
-
-def _runtime_kind(slot_dir: Path) -> str | None:
-    """What runs a slot: the model runtime, a container, or nothing (files only)."""
-    try:
-        info = SlotInfo.read(slot_dir)
-    except (FileNotFoundError, EdgeotaError):
-        return None
-    if info.file_with_role("container") is not None:
-        return KIND_CONTAINER
-    if info.file_with_role("model") is not None:
-        return KIND_MODEL
-    return None

@@ -14,8 +14,9 @@ from edgeota.agent.download import Downloader
 from edgeota.agent.driver import HealthResult, ProcessDriver, RuntimeDriver
 from edgeota.agent.engine import CliEngine
 from edgeota.agent.health import check_runtime_health
-from edgeota.agent.reconcile import Agent, AgentSetupError
+from edgeota.agent.reconcile import Agent
 from edgeota.agent.reporting import AgentStatus, ReportingClient
+from edgeota.agent.runtimes import AgentSetupError
 from edgeota.trust.client import TrustClient
 
 
