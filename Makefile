@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15  # the slowest tests, at the end of every run
 
 .PHONY: demo test lint typecheck unit integration venv dev clean
 

@@ -1,8 +1,10 @@
 """Check-in load: how close the conditional check-in gets to what the web stack alone serves.
 
     python bench/checkin.py [--devices 500] [--seconds 10] [--concurrency 64]
+                            [--postgres [ADMIN_URL]]
 
-Starts a real server (SQLite, loopback), enrolls DEVICES devices, then measures in one run:
+Starts a real server (SQLite, or with --postgres a throwaway database on that PostgreSQL
+server; loopback), enrolls DEVICES devices, then measures in one run:
   1. baseline   GET /healthz                          (the web stack alone: no auth, no DB)
   2. steady     GET desired-state + If-None-Match      (the hot path: 304, no write)
   3. reconnect  GET desired-state without an ETag      (every device after an outage: 200)
@@ -19,7 +21,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -70,21 +73,50 @@ def _row(name: str, seconds: float, result: tuple[int, int, list[float]], base: 
     return rate
 
 
+@contextmanager
+def _database(postgres_admin_url: str | None, work: Path) -> Iterator[tuple[str, str]]:
+    """(database URL, label): SQLite in ``work``, or a new PostgreSQL database dropped after."""
+    if postgres_admin_url is None:
+        yield f"sqlite:///{work / 'bench.db'}", "SQLite"
+        return
+    import psycopg
+
+    name = f"edgeota_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            base = postgres_admin_url.rsplit("/", 1)[0]
+            yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}", "PostgreSQL"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const="postgresql://postgres@127.0.0.1:5432/postgres",
+        metavar="ADMIN_URL",
+        help="run the server on a throwaway database of this PostgreSQL server",
+    )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, ProcessGroup() as procs:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _database(args.postgres, Path(tmp)) as (database_url, database),
+        ProcessGroup() as procs,
+    ):
         work = Path(tmp)
         secret = secrets.token_urlsafe(32)
         url = start_server(
             procs,
             work / "srv",
             work / "server.log",
-            env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret},
+            env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret, "EDGEOTA_DATABASE_URL": database_url},
         ).url
         creds: list[tuple[str, str]] = []
         with AdminClient(url, f"eoa_{secret}") as admin, httpx.Client(base_url=url) as http:
@@ -121,7 +153,7 @@ def main() -> int:
 
         print(
             f"{args.devices} devices, {args.concurrency} concurrent clients, "
-            f"{args.seconds:.0f} s per phase, one server process (SQLite)"
+            f"{args.seconds:.0f} s per phase, one server process ({database})"
         )
         base = _row(
             "baseline",
