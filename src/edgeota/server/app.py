@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -45,6 +44,8 @@ from edgeota.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
+GATE_STOP_TIMEOUT_S = 30.0  # how long shutdown waits for simulated-environment gates to end
+
 
 def create_app(
     settings: ServerSettings,
@@ -72,11 +73,9 @@ def create_app(
         gate_runner=gate_runner,
     )
 
-    stopping = threading.Event()  # lets a long background pass end between two jobs
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stopping.clear()
+        ctx.stopping.clear()
         ctx.db_admission.bind()
         stop_notices = monitoring_setup.start(ctx)
         tasks = [
@@ -90,14 +89,10 @@ def create_app(
                     lambda: rollout_loop.run_due(ctx.sessions, ctx.clock),
                 )
             ),
-            asyncio.create_task(
-                every(settings.rollout_interval_s, lambda: sim_gate.run_due(ctx, stopping))
-            ),
+            asyncio.create_task(every(settings.rollout_interval_s, lambda: sim_gate.run_due(ctx))),
             # One pass at a time per process, in a worker thread: building patches is
             # CPU-heavy and must not stall the event loop (the check-in path).
-            asyncio.create_task(
-                every(settings.delta_interval_s, lambda: _build_deltas(ctx, stopping))
-            ),
+            asyncio.create_task(every(settings.delta_interval_s, lambda: _build_deltas(ctx))),
         ]
         if settings.release_keep is not None:
             tasks.append(
@@ -110,12 +105,15 @@ def create_app(
             yield
         finally:
             stop_notices()
-            stopping.set()
+            ctx.stopping.set()
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            still = await asyncio.to_thread(sim_gate.wait_for_runs, ctx, GATE_STOP_TIMEOUT_S)
+            if still:
+                log.warning("shutting down while gate runs go on: %s", ", ".join(still))
             await asyncio.to_thread(_flush_last_seen, ctx)
             engine.dispose()
 
@@ -188,12 +186,12 @@ def _flush_last_seen(ctx: AppContext) -> None:
             device_service.flush_last_seen(session, pending)
 
 
-def _build_deltas(ctx: AppContext, stop: threading.Event) -> None:
+def _build_deltas(ctx: AppContext) -> None:
     s = ctx.settings
     config = delta_builder.BuildConfig(
         claim_timeout_s=s.delta_claim_timeout_s, max_ratio=s.delta_max_ratio
     )
-    delta_builder.run_pending(ctx.sessions, ctx.artifacts, ctx.signer, config, utcnow, stop)
+    delta_builder.run_pending(ctx.sessions, ctx.artifacts, ctx.signer, config, utcnow, ctx.stopping)
 
 
 def _prune_releases(ctx: AppContext) -> None:

@@ -57,3 +57,6 @@ class AppContext:
     clock: Clock = utcnow
     # Runs simulated-environment gates; None: this process runs none (edgeota.server.sim_gate).
     gate_runner: GateRunner | None = None
+    gate_runs: list[threading.Thread] = field(default_factory=list)  # gates running here
+    # Set at shutdown: long background work (delta builds, gate runs) ends at its next check.
+    stopping: threading.Event = field(default_factory=threading.Event)

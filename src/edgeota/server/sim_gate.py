@@ -22,6 +22,7 @@ import secrets
 import shutil
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ def gate_label(plan: RolloutPlan, state: RolloutState, rollout: Rollout) -> str:
     return "running" if rollout.gate_owner is not None else "waiting"
 
 
-def run_due(ctx: AppContext, stopping: threading.Event | None = None) -> None:
+def run_due(ctx: AppContext) -> None:
     """One pass over the rollouts whose gate has work: apply results, start runs."""
     now = ctx.clock()
     with session_scope(ctx.sessions) as session:
@@ -119,9 +120,20 @@ def run_due(ctx: AppContext, stopping: threading.Event | None = None) -> None:
             log.exception("rollout %d: the gate pass failed; trying again", rollout_id)
             continue
         if job is not None:
-            threading.Thread(
-                target=_run, args=(ctx, job, stopping), name=f"gate-{rollout_id}", daemon=True
-            ).start()
+            run = threading.Thread(
+                target=_run, args=(ctx, job), name=f"gate-{rollout_id}", daemon=True
+            )
+            run.start()
+            ctx.gate_runs[:] = [t for t in ctx.gate_runs if t.is_alive()] + [run]
+
+
+def wait_for_runs(ctx: AppContext, timeout_s: float) -> list[str]:
+    """At shutdown, once ``ctx.stopping`` is set: wait for the gate runs to notice and end, so
+    none is cut off holding a database connection. Returns the runs still going."""
+    deadline = time.monotonic() + timeout_s
+    for run in ctx.gate_runs:
+        run.join(max(0.0, deadline - time.monotonic()))
+    return [t.name for t in ctx.gate_runs if t.is_alive()]
 
 
 def _pass(ctx: AppContext, session: Session, rollout_id: int, now: datetime) -> GateJob | None:
@@ -212,12 +224,12 @@ def _hardware(session: Session, rollout: Rollout, release: Release, n: int) -> t
     return tuple(classes[i % len(classes)] for i in range(n))
 
 
-def _run(ctx: AppContext, job: GateJob, stopping: threading.Event | None) -> None:
+def _run(ctx: AppContext, job: GateJob) -> None:
     runner = ctx.gate_runner
     assert runner is not None
 
     def alive() -> bool:
-        if stopping is not None and stopping.is_set():
+        if ctx.stopping.is_set():
             return False
         with session_scope(ctx.sessions) as session:
             kept = session.execute(
@@ -235,7 +247,7 @@ def _run(ctx: AppContext, job: GateJob, stopping: threading.Event | None) -> Non
         outcome = GateOutcome(False, f"the gate run failed: {e!r}")
     finally:
         shutil.rmtree(job.work_dir, ignore_errors=True)
-    if stopping is not None and stopping.is_set():
+    if ctx.stopping.is_set():
         return  # shutting down mid-run: the next process to claim it runs it again
     with session_scope(ctx.sessions) as session:
         session.execute(

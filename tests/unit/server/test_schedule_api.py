@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from edgeota.server.app import create_app
 from edgeota.server.bootstrap import prepare
 from edgeota.server.context import AppContext
 from edgeota.server.settings import ServerSettings
-from edgeota.server.sim_gate import GateJob, GateOutcome
+from edgeota.server.sim_gate import GateJob, GateOutcome, GateRunner
 from support import RecordingSigner
 
 
@@ -37,17 +38,23 @@ def runner() -> FakeGateRunner:
     return FakeGateRunner()
 
 
-@pytest.fixture
-def client(tmp_path: Path, runner: FakeGateRunner) -> Iterator[TestClient]:
+@contextmanager
+def _serve(tmp_path: Path, runner: GateRunner) -> Iterator[TestClient]:
     settings = ServerSettings(
         data_dir=tmp_path / "server",
         database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         rollout_interval_s=86400,  # the tests run the passes by hand
     )
     token = prepare(settings).first_admin_token
-    app = create_app(settings, signer=RecordingSigner(), gate_runner=runner)  # type: ignore[arg-type]
+    app = create_app(settings, signer=RecordingSigner(), gate_runner=runner)
     with TestClient(app) as c:
         c.headers["Authorization"] = f"Bearer {token}"
+        yield c
+
+
+@pytest.fixture
+def client(tmp_path: Path, runner: FakeGateRunner) -> Iterator[TestClient]:
+    with _serve(tmp_path, runner) as c:
         yield c
 
 
@@ -193,9 +200,7 @@ def _gated_rollout(client: TestClient, runner: FakeGateRunner) -> tuple[int, str
 
 def _run_gate(client: TestClient) -> None:
     sim_gate.run_due(_ctx(client))
-    for t in threading.enumerate():
-        if t.name.startswith("gate-"):
-            t.join(timeout=30)
+    assert sim_gate.wait_for_runs(_ctx(client), 30) == []
     sim_gate.run_due(_ctx(client))  # applies the result
 
 
@@ -241,3 +246,29 @@ def test_a_passed_gate_lets_the_first_phase_start(
     # A second pass starts no second run.
     _run_gate(client)
     assert len(runner.jobs) == 1
+
+
+class StoppableGateRunner:
+    """A gate run that goes on until the server says stop, as a long simulation would."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.ended = threading.Event()
+
+    def run(self, job: GateJob, alive: Callable[[], bool]) -> GateOutcome:
+        self.started.set()
+        while alive():
+            self.ended.wait(0.05)  # the real runner asks alive() between simulated steps
+        self.ended.set()
+        return GateOutcome(False, "stopped")
+
+
+def test_server_shutdown_stops_a_running_gate_and_waits_for_it(tmp_path: Path) -> None:
+    runner = StoppableGateRunner()
+    with _serve(tmp_path, runner) as client:
+        _gated_rollout(client, FakeGateRunner())
+        sim_gate.run_due(_ctx(client))
+        assert runner.started.wait(10)
+        assert not runner.ended.is_set()
+    # The shutdown told the run to stop and waited for it: nothing runs on a closed engine.
+    assert runner.ended.is_set()
