@@ -28,8 +28,8 @@ _SESSION_KEY = "edgeota.admission"
 class Ticket:
     """One admitted request's place; a long-poll lends it back while it waits."""
 
-    def __init__(self, slots: asyncio.Semaphore) -> None:
-        self._slots = slots
+    def __init__(self, admission: DatabaseAdmission) -> None:
+        self._admission = admission
         self.held = True
 
     def attach(self, session: Session) -> None:
@@ -44,12 +44,12 @@ class Ticket:
     @asynccontextmanager
     async def lent(self) -> AsyncIterator[None]:
         """Give the place back for a wait that holds no connection, and take it again after."""
-        self._slots.release()
+        self._admission.give_back()
         self.held = False
         try:
             yield
         finally:
-            await self._slots.acquire()
+            await self._admission.take()
             self.held = True
 
 
@@ -57,6 +57,8 @@ class DatabaseAdmission:
     def __init__(self) -> None:
         self._slots: asyncio.Semaphore | None = None
         self.limit = 0
+        self.inside = 0  # requests holding a place (for /metrics)
+        self.queued = 0  # requests waiting for one
 
     def bind(self) -> None:
         """At app start-up, in its event loop: size the admission to the worker threads."""
@@ -64,17 +66,30 @@ class DatabaseAdmission:
         self.limit = max(1, int(threads) - THREADS_KEPT_FREE)
         self._slots = asyncio.Semaphore(self.limit)
 
-    @asynccontextmanager
-    async def admitted(self) -> AsyncIterator[Ticket]:
+    async def take(self) -> None:
         if self._slots is None:
             raise RuntimeError("DatabaseAdmission.bind() was not called at app start-up")
-        await self._slots.acquire()
-        ticket = Ticket(self._slots)
+        self.queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.queued -= 1
+        self.inside += 1
+
+    def give_back(self) -> None:
+        assert self._slots is not None
+        self.inside -= 1
+        self._slots.release()
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[Ticket]:
+        await self.take()
+        ticket = Ticket(self)
         try:
             yield ticket
         finally:
             if ticket.held:
-                self._slots.release()
+                self.give_back()
 
 
 @asynccontextmanager

@@ -94,6 +94,16 @@ class ServerMetrics:
         self.long_polls = Gauge(
             "edgeota_long_polls_waiting", "Check-ins waiting for a change (long-poll).", registry=r
         )
+        self.db_admitted = Gauge(
+            "edgeota_db_requests_admitted",
+            "Requests holding one of the places that may use the database at once.",
+            registry=r,
+        )
+        self.db_queued = Gauge(
+            "edgeota_db_requests_queued",
+            "Requests waiting for a place to use the database (all places taken).",
+            registry=r,
+        )
 
     def attach_fleet(self, sessions: sessionmaker[Session]) -> None:
         self.registry.register(FleetCollector(sessions))

@@ -21,6 +21,8 @@ def prepare(ctx: AppContext) -> None:
     ctx.changes.subscribe(ctx.waiters.notify)
     ctx.metrics.attach_fleet(ctx.sessions)
     ctx.metrics.long_polls.set_function(lambda: ctx.waiters.waiting)
+    ctx.metrics.db_admitted.set_function(lambda: ctx.db_admission.inside)
+    ctx.metrics.db_queued.set_function(lambda: ctx.db_admission.queued)
 
 
 def start(ctx: AppContext) -> Callable[[], None]:

@@ -116,3 +116,22 @@ def test_cancelled_while_taking_its_place_back_gives_back_nothing_twice(
         return await _admitted_at_once(two_places, 3)
 
     assert asyncio.run(scenario()) == (2, 3)  # two places, not three
+
+
+def test_counts_what_metrics_show_admitted_and_queued(two_places: DatabaseAdmission) -> None:
+    async def scenario() -> list[tuple[int, int]]:
+        two_places.bind()
+        leave = asyncio.Event()
+
+        async def request() -> None:
+            async with two_places.admitted():
+                await leave.wait()
+
+        tasks = [asyncio.create_task(request()) for _ in range(5)]
+        await _settle()
+        during = (two_places.inside, two_places.queued)
+        leave.set()
+        await asyncio.gather(*tasks)
+        return [during, (two_places.inside, two_places.queued)]
+
+    assert asyncio.run(scenario()) == [(2, 3), (0, 0)]

@@ -151,3 +151,11 @@ def test_target_bytes_are_counted_for_full_files_and_deltas(client: TestClient) 
     assert _value(s, "edgeota_target_bytes_served_total", kind="full") == 1100
     assert _value(s, "edgeota_target_downloads_total", kind="delta") == 1
     assert _value(s, "edgeota_target_bytes_served_total", kind="delta") == 100
+
+
+def test_database_admission_is_shown(client: TestClient) -> None:
+    s = _samples(client)
+    # The scrape itself holds a place (its admin token is looked up); nothing waits.
+    assert _value(s, "edgeota_db_requests_admitted") == 1
+    assert ("edgeota_db_requests_queued", frozenset()) in s
+    assert _value(s, "edgeota_db_requests_queued") == 0
