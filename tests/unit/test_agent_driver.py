@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edgeota.agent.driver import FakeDriver, ProcessDriver
-from edgeota.procs import free_port
+from edgeota.procs import free_port, wait_until
 
 # Behaves like `python -m edgeota.runtime.server`, steered by a file in the slot folder.
 RUNTIME = textwrap.dedent(
@@ -154,6 +156,43 @@ def test_a_runtime_left_by_a_killed_agent_is_replaced(
     assert int(pid_file.read_text()) == new.pid
     with pytest.raises(ProcessLookupError):
         os.kill(stale, signal.SIGTERM)
+
+
+def test_a_runtime_no_pid_file_names_is_stopped_too(
+    tmp_path: Path, runtime: Path, drivers: list[ProcessDriver]
+) -> None:
+    """An agent killed between starting its runtime and writing the pid file leaves a runtime
+    nobody names; the next start finds it by its command line and stops it."""
+    d = make(drivers, runtime, pid_file=tmp_path / "run" / "rt.pid")
+    serving = slot(tmp_path, "serve")
+    (tmp_path / "other").mkdir()
+    other_component = slot(tmp_path / "other", "serve")  # the same command, another folder
+    orphan, unrelated = (
+        subprocess.Popen(
+            [*d.command, "--slot-dir", str(folder), "--host", "127.0.0.1", "--port", str(port)],
+            start_new_session=True,
+        )
+        for folder, port in ((serving, d.port), (other_component, free_port()))
+    )
+    try:
+        # The orphan serves on the driver's port, as a killed agent's runtime would.
+        wait_until(lambda: _answers(d.port), 20, what="the orphan runtime")
+        d.start(serving)
+        assert d.wait_ready(20)
+        assert orphan.wait(10) is not None
+        assert d.pid != orphan.pid
+        assert unrelated.poll() is None  # another component's runtime is not ours to stop
+    finally:
+        for p in (orphan, unrelated):
+            p.kill()
+            p.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_fake_driver_reports_per_slot() -> None:

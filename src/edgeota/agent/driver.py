@@ -9,6 +9,7 @@ time window. :class:`FakeDriver` is the in-memory stand-in for tests.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -140,7 +141,7 @@ class ProcessDriver(RuntimeDriver):
 
     def start(self, slot_dir: Path) -> None:
         self.stop()
-        self._stop_stale()
+        self._stop_stale(slot_dir.parent)
         self._slot_dir = slot_dir
         self._exits, self._restarts, self._crash_loop = [], 0, False
         try:
@@ -192,21 +193,40 @@ class ProcessDriver(RuntimeDriver):
             with contextlib.suppress(FileNotFoundError):
                 self.pid_file.unlink()
 
-    def _stop_stale(self) -> None:
-        """Stop a runtime left running by an agent that was killed (it holds our port)."""
-        if self.pid_file is None:
-            return
-        try:
-            pid = int(self.pid_file.read_text("utf-8").strip())
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (FileNotFoundError, ValueError):
-            return
-        args = [a.decode(errors="replace") for a in raw.split(b"\0")]
-        # Only a process that still runs our runtime command: pids get reused. The port is
-        # not part of the test, so a runtime left on another port (an agent restarted with
-        # a new --runtime-port) is stopped too.
-        if args[: len(self.command)] == list(self.command):
-            _stop_group(pid, lambda t: _wait_pid(pid, t), self.stop_grace_s)
+    def _stop_stale(self, slots_folder: Path) -> None:
+        """Stop runtimes left running by an agent that was killed (they hold our port): the
+        one the pid file names, and any other running our command on a slot of this
+        component, such as one started just before a kill, before its pid file was written."""
+        stale = set(self._runtimes_on(slots_folder))
+        if self.pid_file is not None:
+            try:
+                pid = int(self.pid_file.read_text("utf-8").strip())
+                # Only a process that still runs our runtime command: pids get reused. The
+                # port is not part of the test, so a runtime left on another port (an agent
+                # restarted with a new --runtime-port) is stopped too.
+                if _command_line(pid)[: len(self.command)] == self.command:
+                    stale.add(pid)
+            except (FileNotFoundError, ValueError):
+                pass
+        for pid in stale:
+            _stop_group(pid, functools.partial(_wait_pid, pid), self.stop_grace_s)
+
+    def _runtimes_on(self, slots_folder: Path) -> list[int]:
+        """Processes running our runtime command on a slot folder inside ``slots_folder``."""
+        found: list[int] = []
+        proc_root = Path("/proc")
+        if not proc_root.is_dir():
+            return found  # no process table to read: the pid file is all there is
+        for entry in proc_root.iterdir():
+            if not entry.name.isdigit():
+                continue
+            args = _command_line(int(entry.name))
+            if args[: len(self.command)] != self.command or "--slot-dir" not in args:
+                continue
+            at = args.index("--slot-dir") + 1
+            if at < len(args) and Path(args[at]).parent == slots_folder:
+                found.append(int(entry.name))
+        return found
 
     def supervise(self) -> None:
         proc = self._proc
@@ -250,6 +270,18 @@ def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return True
+
+
+def _command_line(pid: int) -> list[str]:
+    """The process's arguments; [] when it is gone or not ours to read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    parts = raw.split(b"\0")
+    if parts and not parts[-1]:
+        parts.pop()  # the terminating NUL
+    return [a.decode(errors="replace") for a in parts]
 
 
 def _wait_pid(pid: int, timeout_s: float) -> bool:
