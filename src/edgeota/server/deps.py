@@ -36,14 +36,23 @@ async def get_session(ctx: ContextDep) -> AsyncIterator[Session]:
         ticket.attach(session)
         try:
             yield session
-            await run_in_threadpool(session.commit)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(session.rollback)
+                await run_in_threadpool(_end, session, commit=False)
             raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(session.close)
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end, session, commit=True)
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    """Commit (or roll back) and give the connection back, in one worker-thread hop."""
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
 
 
 # "function" scope: the transaction commits before the response is sent, so a client that
