@@ -8,13 +8,16 @@ server; loopback), enrolls DEVICES devices, then measures in one run:
   1. baseline   GET /healthz                          (the web stack alone: no auth, no DB)
   2. steady     GET desired-state + If-None-Match      (the hot path: 304, no write)
   3. reconnect  GET desired-state without an ETag      (every device after an outage: 200)
-and prints requests/s, p50/p95 latency, errors, and each ratio to the baseline.
+and prints requests/s, p50/p95 latency, errors, the server process's CPU time per request
+(independent of how busy the load generator on the same cores keeps it), and each rate's
+ratio to the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import secrets
 import statistics
@@ -60,15 +63,31 @@ async def _load(
     return len(latencies), errors, latencies
 
 
-def _row(name: str, seconds: float, result: tuple[int, int, list[float]], base: float) -> float:
-    count, errors, lat = result
-    rate = count / seconds
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _phase(
+    name: str,
+    url: str,
+    server_pid: int,
+    make: Callable[[int], tuple[str, dict[str, str]]],
+    args: argparse.Namespace,
+    base: float,
+) -> float:
+    cpu_before = _cpu_seconds(server_pid)
+    count, errors, lat = asyncio.run(_load(url, make, args.seconds, args.concurrency))
+    cpu_ms = (_cpu_seconds(server_pid) - cpu_before) * 1000 / max(count, 1)
+    rate = count / float(args.seconds)
     lat_ms = sorted(x * 1000 for x in lat) or [0.0]
     p95 = lat_ms[int(0.95 * (len(lat_ms) - 1))]
     ratio = rate / base if base else 1.0
     print(
         f"{name:<10} {rate:9.0f} req/s  p50 {statistics.median(lat_ms):6.1f} ms  "
-        f"p95 {p95:6.1f} ms  errors {errors:5d}  {ratio:5.2f}x baseline"
+        f"p95 {p95:6.1f} ms  errors {errors:5d}  server CPU {cpu_ms:5.2f} ms/req  "
+        f"{ratio:5.2f}x baseline"
     )
     return rate
 
@@ -112,12 +131,13 @@ def main() -> int:
     ):
         work = Path(tmp)
         secret = secrets.token_urlsafe(32)
-        url = start_server(
+        server = start_server(
             procs,
             work / "srv",
             work / "server.log",
             env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret, "EDGEOTA_DATABASE_URL": database_url},
-        ).url
+        )
+        url, pid = server.url, server.process.pid
         creds: list[tuple[str, str]] = []
         with AdminClient(url, f"eoa_{secret}") as admin, httpx.Client(base_url=url) as http:
             for i in range(args.devices):
@@ -155,19 +175,9 @@ def main() -> int:
             f"{args.devices} devices, {args.concurrency} concurrent clients, "
             f"{args.seconds:.0f} s per phase, one server process ({database})"
         )
-        base = _row(
-            "baseline",
-            args.seconds,
-            asyncio.run(_load(url, healthz, args.seconds, args.concurrency)),
-            0,
-        )
+        base = _phase("baseline", url, pid, healthz, args, 0)
         for name, make in (("steady", steady), ("reconnect", reconnect)):
-            _row(
-                name,
-                args.seconds,
-                asyncio.run(_load(url, make, args.seconds, args.concurrency)),
-                base,
-            )
+            _phase(name, url, pid, make, args, base)
     return 0
 
 

@@ -1,4 +1,9 @@
-"""Request dependencies: the session, the caller, and the app's shared objects."""
+"""Request dependencies: the session, the caller, and the app's shared objects.
+
+Those that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in a worker
+thread, a thread hop per request for nothing. The one that reads the database
+(:func:`get_principal`) stays a plain ``def``.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from edgeota.server.services import devices, tokens
 from edgeota.server.services.errors import ForbiddenError, UnauthorizedError
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -60,7 +65,7 @@ def _end(session: Session, *, commit: bool) -> None:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def bearer_token(request: Request) -> str:
+async def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -100,7 +105,7 @@ def get_principal(session: SessionDep, token: Annotated[str, Depends(bearer_toke
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise ForbiddenError("this endpoint needs an admin token; devices may not call it")
     return principal
@@ -109,7 +114,7 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-def require_device(principal: PrincipalDep) -> Device:
+async def require_device(principal: PrincipalDep) -> Device:
     if principal.device is None:
         raise ForbiddenError("this endpoint is for devices; call it with a device credential")
     return principal.device
