@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import random
 import secrets
@@ -41,6 +42,7 @@ async def _load(
 ) -> tuple[int, int, list[float]]:
     latencies: list[float] = []
     errors = 0
+    kinds: collections.Counter[str] = collections.Counter()
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
@@ -55,11 +57,15 @@ async def _load(
                     r = await client.get(path, headers=headers)
                     if r.status_code not in (200, 304):
                         errors += 1
-                except httpx.HTTPError:
+                        kinds[f"HTTP {r.status_code}"] += 1
+                except httpx.HTTPError as e:
                     errors += 1
+                    kinds[type(e).__name__] += 1
                 latencies.append(time.perf_counter() - start)
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    if kinds:
+        print("  errors: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     return len(latencies), errors, latencies
 
 
