@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from apitools import app_context, publish, tick
 from edgeota.rollout import RolloutPlan, phase_of
 from edgeota.server import rollout_loop
 from edgeota.server.app import create_app
 from edgeota.server.bootstrap import prepare
-from edgeota.server.context import AppContext
 from edgeota.server.db import session_scope
 from edgeota.server.models import RolloutDevice
 from edgeota.server.settings import ServerSettings
@@ -107,32 +107,6 @@ class Device:
         assert r.status_code == 200, r.text
 
 
-def _publish(client: TestClient, version: str, data: bytes) -> dict[str, Any]:
-    sha = hashlib.sha256(data).hexdigest()
-    assert client.put(f"/api/v1/artifacts/{sha}", content=data).status_code == 200
-    r = client.post(
-        "/api/v1/releases",
-        json={
-            "component": "denoiser",
-            "version": version,
-            "files": [{"file": "model.onnx", "role": "model", "sha256": sha, "length": len(data)}],
-        },
-    )
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def _ctx(client: TestClient) -> AppContext:
-    ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
-    return ctx
-
-
-def _tick(client: TestClient, now: datetime) -> list[rollout_loop.Evaluation]:
-    with session_scope(_ctx(client).sessions) as session:
-        return rollout_loop.tick(session, now)
-
-
 def _create(client: TestClient, **body: Any) -> dict[str, Any]:
     r = client.post("/api/v1/rollouts", json=body)
     assert r.status_code == 201, r.text
@@ -162,7 +136,7 @@ def _told(devices: list[Device], version: str = "2.0.0") -> set[str]:
 
 
 def test_field_test_first_then_each_phase_after_its_soak(client: TestClient) -> None:
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     fleet = [Device(client, ["fleet"]) for _ in range(8)]
     ids = [d.id for d in fleet]
     field = ids[:2]
@@ -183,7 +157,7 @@ def test_field_test_first_then_each_phase_after_its_soak(client: TestClient) -> 
     assert _told(fleet) == set()
     t = utcnow() + timedelta(seconds=1)
 
-    _tick(client, t)
+    tick(client, t)
     assert _told(fleet) == set(field)
     status = _get(client, rollout["id"])
     assert status["status"] == "running"
@@ -194,12 +168,12 @@ def test_field_test_first_then_each_phase_after_its_soak(client: TestClient) -> 
     for d in fleet[:2]:
         d.report("update_found", release, state="downloading")
         d.report("committed", release)
-    _tick(client, t + timedelta(seconds=10))  # the field test now meets its gate: soak starts
+    tick(client, t + timedelta(seconds=10))  # the field test now meets its gate: soak starts
     assert _told(fleet) == set(field)
-    _tick(client, t + timedelta(seconds=10 + SOAK - 1))
+    tick(client, t + timedelta(seconds=10 + SOAK - 1))
     assert _told(fleet) == set(field)
 
-    _tick(client, t + timedelta(seconds=10 + SOAK))
+    tick(client, t + timedelta(seconds=10 + SOAK))
     plan = RolloutPlan.staged(seed, (50, 100), field, max_failed=0, max_failed_share=None)
     first_half = {d for d in ids if phase_of(plan, d) <= 1}
     assert _told(fleet) == first_half
@@ -211,14 +185,14 @@ def test_field_test_first_then_each_phase_after_its_soak(client: TestClient) -> 
     for d in fleet:
         if d.id in first_half - set(field):
             d.report("committed", release)
-    _tick(client, t + timedelta(seconds=20 + SOAK))
-    _tick(client, t + timedelta(seconds=20 + 2 * SOAK))
+    tick(client, t + timedelta(seconds=20 + SOAK))
+    tick(client, t + timedelta(seconds=20 + 2 * SOAK))
     assert _told(fleet) == set(ids)
     for d in fleet:
         if d.id not in first_half:
             d.report("committed", release)
-    _tick(client, t + timedelta(seconds=30 + 2 * SOAK))
-    _tick(client, t + timedelta(seconds=30 + 3 * SOAK))
+    tick(client, t + timedelta(seconds=30 + 2 * SOAK))
+    tick(client, t + timedelta(seconds=30 + 3 * SOAK))
     status = _get(client, rollout["id"])
     assert status["status"] == "completed"
     assert sum(p["updated"] for p in status["phases"]) == len(ids)
@@ -226,7 +200,7 @@ def test_field_test_first_then_each_phase_after_its_soak(client: TestClient) -> 
 
 def test_bad_canary_halts_the_rollout_and_touches_no_other_device(client: TestClient) -> None:
     """RELIABILITY row 25: a release failing in the field test stops itself there."""
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     fleet = [Device(client, ["fleet"]) for _ in range(6)]
     canary, others = fleet[:2], fleet[2:]
     etags = {
@@ -244,12 +218,12 @@ def test_bad_canary_halts_the_rollout_and_touches_no_other_device(client: TestCl
         soak_s=0,
     )
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     canary[0].report("committed", release)
     canary[1].report("switched", release, state="trial")
     canary[1].report("rolled_back", release)
 
-    _tick(client, t + timedelta(seconds=5))
+    tick(client, t + timedelta(seconds=5))
     status = _get(client, rollout["id"])
     assert status["status"] == "halted"
     assert "phase 0 (field-test)" in status["halt_reason"]
@@ -257,7 +231,7 @@ def test_bad_canary_halts_the_rollout_and_touches_no_other_device(client: TestCl
     assert status["phases"][0]["rolled_back"] == 1
 
     for later in (60, 3600, 86400 * 30):
-        _tick(client, t + timedelta(seconds=later))
+        tick(client, t + timedelta(seconds=later))
     assert _get(client, rollout["id"])["status"] == "halted"
     for d in others:
         r = client.get(
@@ -268,7 +242,7 @@ def test_bad_canary_halts_the_rollout_and_touches_no_other_device(client: TestCl
 
 
 def test_pause_resume_abort_and_illegal_commands(client: TestClient) -> None:
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     fleet = [Device(client, ["fleet"]) for _ in range(4)]
     rollout = _create(
         client,
@@ -280,7 +254,7 @@ def test_pause_resume_abort_and_illegal_commands(client: TestClient) -> None:
     )
     url = f"/api/v1/rollouts/{rollout['id']}"
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     assert _told(fleet) == {fleet[0].id}
 
     paused = client.post(f"{url}/pause")
@@ -291,11 +265,11 @@ def test_pause_resume_abort_and_illegal_commands(client: TestClient) -> None:
     assert "cannot pause a rollout that is paused" in again.json()["detail"]
 
     fleet[0].report("committed", release)
-    _tick(client, t + timedelta(seconds=3600))
+    tick(client, t + timedelta(seconds=3600))
     assert _told(fleet) == {fleet[0].id}, "a paused rollout told new devices"
 
     assert client.post(f"{url}/resume").json()["status"] == "running"
-    _tick(client, t + timedelta(seconds=3601))
+    tick(client, t + timedelta(seconds=3601))
     assert _told(fleet) == {d.id for d in fleet}
 
     assert client.post(f"{url}/abort").json()["status"] == "aborted"
@@ -307,7 +281,7 @@ def test_pause_resume_abort_and_illegal_commands(client: TestClient) -> None:
 
 
 def test_resume_after_halt_accepts_the_failures_seen(client: TestClient) -> None:
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     fleet = [Device(client, ["fleet"]) for _ in range(3)]
     rollout = _create(
         client,
@@ -320,24 +294,24 @@ def test_resume_after_halt_accepts_the_failures_seen(client: TestClient) -> None
         max_failed_share=None,
     )
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     fleet[0].report("download_failed", release)
     fleet[1].report("committed", release)
-    _tick(client, t + timedelta(seconds=1))
+    tick(client, t + timedelta(seconds=1))
     assert _get(client, rollout["id"])["status"] == "halted"
     assert client.post(f"/api/v1/rollouts/{rollout['id']}/resume").status_code == 200
     later = utcnow() + timedelta(seconds=5)
-    _tick(client, later)
+    tick(client, later)
     assert _get(client, rollout["id"])["status"] == "running"
     assert _told(fleet) == {d.id for d in fleet}
     fleet[2].report("committed", release)
-    _tick(client, later + timedelta(seconds=1))
+    tick(client, later + timedelta(seconds=1))
     assert _get(client, rollout["id"])["status"] == "completed"
 
 
 def test_second_live_rollout_to_overlapping_devices_is_refused(client: TestClient) -> None:
-    _publish(client, "2.0.0", b"v2")
-    _publish(client, "2.1.0", b"v21")
+    publish(client, "2.0.0", b"v2")
+    publish(client, "2.1.0", b"v21")
     Device(client, ["fleet"])
     Device(client, ["fleet", "lab"])
     Device(client, ["other"])
@@ -382,7 +356,7 @@ def test_second_live_rollout_to_overlapping_devices_is_refused(client: TestClien
 def test_device_joining_a_dynamic_group_mid_rollout_gets_it_if_its_phase_started(
     client: TestClient,
 ) -> None:
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     group = client.post(
         "/api/v1/groups", json={"name": "eu", "filter": {"region": "eu-west"}}
     ).json()
@@ -396,7 +370,7 @@ def test_device_joining_a_dynamic_group_mid_rollout_gets_it_if_its_phase_started
     rollout = _create(client, release=release["id"], group="eu", percentages=[50, 100], soak_s=SOAK)
     plan = RolloutPlan.staged(rollout["seed"], (50, 100))
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     assert _told(early) == {d.id for d in early if phase_of(plan, d.id) == 0}
 
     # Join until there is a device for the started phase and one for the next.
@@ -405,7 +379,7 @@ def test_device_joining_a_dynamic_group_mid_rollout_gets_it_if_its_phase_started
         d = Device(client, [])
         client.put(f"/api/v1/devices/{d.id}/tags", json={"tags": ["region=eu-west", "site=3"]})
         joiners.append(d)
-    _tick(client, t + timedelta(seconds=1))
+    tick(client, t + timedelta(seconds=1))
     assert _told(joiners) == {d.id for d in joiners if phase_of(plan, d.id) == 0}
     assert stranger.desired_version() is None
     assert _get(client, rollout["id"])["target_devices"] == len(early) + len(joiners)
@@ -470,14 +444,14 @@ def test_dynamic_group_filters_and_name_rules(client: TestClient) -> None:
 def test_fleet_rollback_republishes_the_previous_content_higher(
     client: TestClient, signer: RecordingSigner
 ) -> None:
-    v1 = _publish(client, "1.0.0", b"good weights")
-    v2 = _publish(client, "2.0.0", b"bad weights")
-    _publish(client, "2.1.0", b"unrelated")  # the highest version, never rolled out
+    v1 = publish(client, "1.0.0", b"good weights")
+    v2 = publish(client, "2.0.0", b"bad weights")
+    publish(client, "2.1.0", b"unrelated")  # the highest version, never rolled out
     fleet = [Device(client, ["fleet"]) for _ in range(3)]
     bystander = Device(client, ["lab"])
     rollout = _create(client, release=v2["id"], group="fleet", percentages=[100])
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     assert _told(fleet) == {d.id for d in fleet}
     fleet[0].report("committed", v2)
 
@@ -506,10 +480,10 @@ def test_fleet_rollback_republishes_the_previous_content_higher(
 
 
 def test_rollback_needs_an_earlier_release(client: TestClient) -> None:
-    v1 = _publish(client, "1.0.0", b"first")
+    v1 = publish(client, "1.0.0", b"first")
     Device(client, ["fleet"])
     rollout = _create(client, release=v1["id"], group="fleet", percentages=[100])
-    _tick(client, utcnow() + timedelta(seconds=1))
+    tick(client, utcnow() + timedelta(seconds=1))
     r = client.post(f"/api/v1/rollouts/{rollout['id']}/rollback")
     assert r.status_code == 409
     assert "nothing to roll back to" in r.json()["detail"]
@@ -519,23 +493,23 @@ def test_rollback_needs_an_earlier_release(client: TestClient) -> None:
 def test_group_change_keeps_a_rollouts_release_over_an_older_deployment(
     client: TestClient,
 ) -> None:
-    _publish(client, "1.0.0", b"v1")
-    _publish(client, "2.0.0", b"v2")
+    publish(client, "1.0.0", b"v1")
+    publish(client, "2.0.0", b"v2")
     d = Device(client, ["fleet"])
     client.post("/api/v1/deployments", json={"release": "denoiser@1.0.0", "group": "fleet"})
     assert d.desired_version() == "1.0.0"
     _create(client, release="denoiser@2.0.0", group="fleet", percentages=[100])
-    _tick(client, utcnow() + timedelta(seconds=1))
+    tick(client, utcnow() + timedelta(seconds=1))
     assert d.desired_version() == "2.0.0"
     client.put(f"/api/v1/devices/{d.id}/groups", json={"groups": ["fleet", "extra"]})
     assert d.desired_version() == "2.0.0"
 
 
 def test_resent_or_late_events_never_move_a_device_back(client: TestClient) -> None:
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     d = Device(client, ["fleet"])
     rollout = _create(client, release=release["id"], group="fleet", percentages=[100])
-    _tick(client, utcnow() + timedelta(seconds=1))
+    tick(client, utcnow() + timedelta(seconds=1))
     d.report("committed", release)
     late = {
         "seq": 0,
@@ -551,7 +525,7 @@ def test_resent_or_late_events_never_move_a_device_back(client: TestClient) -> N
 
 
 def test_concurrent_passes_apply_one_decision_once(client: TestClient) -> None:
-    _publish(client, "2.0.0", b"v2")
+    publish(client, "2.0.0", b"v2")
     fleet = [Device(client, ["fleet"]) for _ in range(3)]
     rollout = _create(
         client,
@@ -562,7 +536,7 @@ def test_concurrent_passes_apply_one_decision_once(client: TestClient) -> None:
     )
     revision_before = fleet[0].desired()["revision"]
     now = utcnow() + timedelta(seconds=1)
-    sessions = _ctx(client).sessions
+    sessions = app_context(client).sessions
     with session_scope(sessions) as first, session_scope(sessions) as second:
         # Both processes read the same state before either writes.
         a = rollout_loop.evaluate(first, rollout["id"], now)
@@ -582,32 +556,32 @@ def test_concurrent_passes_apply_one_decision_once(client: TestClient) -> None:
             .where(RolloutDevice.rollout_id == rollout["id"])
         )
     assert rows == 1
-    assert _tick(client, now) == [], "an applied decision was applied again"
+    assert tick(client, now) == [], "an applied decision was applied again"
 
 
 def test_device_drifting_into_a_second_rollouts_group_stays_with_the_first(
     client: TestClient,
 ) -> None:
-    _publish(client, "2.0.0", b"v2")
-    _publish(client, "2.1.0", b"v21")
+    publish(client, "2.0.0", b"v2")
+    publish(client, "2.1.0", b"v21")
     client.post("/api/v1/groups", json={"name": "eu", "filter": {"region": "eu"}})
     d = Device(client, ["lab"])
     _create(client, release="denoiser@2.1.0", group="eu", percentages=[100], soak_s=SOAK)
     _create(client, release="denoiser@2.0.0", group="lab", percentages=[100], soak_s=SOAK)
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     assert d.desired_version() == "2.0.0"
     client.put(f"/api/v1/devices/{d.id}/tags", json={"tags": ["region=eu"]})
-    _tick(client, t + timedelta(seconds=1))
+    tick(client, t + timedelta(seconds=1))
     assert d.desired_version() == "2.0.0", "a second rollout pulled a device from the first"
 
 
 def test_background_pass_runs_each_due_rollout(client: TestClient) -> None:
-    _publish(client, "2.0.0", b"v2")
+    publish(client, "2.0.0", b"v2")
     d = Device(client, ["fleet"])
     _create(client, release="denoiser@2.0.0", group="fleet", percentages=[100])
     later = utcnow() + timedelta(seconds=1)
-    rollout_loop.run_due(_ctx(client).sessions, lambda: later)
+    rollout_loop.run_due(app_context(client).sessions, lambda: later)
     assert d.desired_version() == "2.0.0"
 
 
@@ -615,7 +589,7 @@ def test_cli_status_shows_phases_gate_and_halt_reason(client: TestClient) -> Non
     from edgeota.cli import rollout as cli
     from edgeota.cli.common import out
 
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     fleet = [Device(client, ["fleet"]) for _ in range(2)]
     rollout = _create(
         client,
@@ -627,9 +601,9 @@ def test_cli_status_shows_phases_gate_and_halt_reason(client: TestClient) -> Non
         soak_s=60,
     )
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     fleet[0].report("rolled_back", release)
-    _tick(client, t + timedelta(seconds=1))
+    tick(client, t + timedelta(seconds=1))
     with out.capture() as captured:
         cli.print_rollout(_get(client, rollout["id"]))
     text = captured.get()
@@ -654,7 +628,7 @@ def test_devices_the_release_does_not_fit_are_not_targeted(client: TestClient) -
     d = Device(client, ["fleet"])  # enrolled as x86-64
     rollout = _create(client, release="denoiser@2.0.0", group="fleet", percentages=[100])
     assert rollout["target_devices"] == 0
-    _tick(client, utcnow() + timedelta(seconds=1))
+    tick(client, utcnow() + timedelta(seconds=1))
     assert d.desired_version() is None
     assert _get(client, rollout["id"])["status"] == "completed"
 
@@ -662,7 +636,7 @@ def test_devices_the_release_does_not_fit_are_not_targeted(client: TestClient) -
 def test_a_download_the_device_retries_does_not_count_as_a_failure(client: TestClient) -> None:
     """A network drop fails a download the agent will retry: not a failed device; a
     download that failed for good (tampered bytes, say) is one."""
-    release = _publish(client, "2.0.0", b"v2")
+    release = publish(client, "2.0.0", b"v2")
     fleet = [Device(client, ["fleet"]) for _ in range(2)]
     rollout = _create(
         client,
@@ -674,11 +648,11 @@ def test_a_download_the_device_retries_does_not_count_as_a_failure(client: TestC
         max_failed_share=None,
     )
     t = utcnow() + timedelta(seconds=1)
-    _tick(client, t)
+    tick(client, t)
     fleet[0].report("download_failed", release, detail={"will_retry": True})
-    _tick(client, t + timedelta(seconds=1))
+    tick(client, t + timedelta(seconds=1))
     assert _get(client, rollout["id"])["status"] == "running"
     fleet[1].report("download_failed", release, detail={"will_retry": False})
-    _tick(client, t + timedelta(seconds=2))
+    tick(client, t + timedelta(seconds=2))
     halted = _get(client, rollout["id"])
     assert halted["status"] == "halted" and "failure threshold" in halted["halt_reason"]

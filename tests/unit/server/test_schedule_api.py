@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from apitools import app_context
 from edgeota.server import sim_gate
 from edgeota.server.app import create_app
 from edgeota.server.bootstrap import prepare
-from edgeota.server.context import AppContext
 from edgeota.server.settings import ServerSettings
 from edgeota.server.sim_gate import GateJob, GateOutcome, GateRunner
 from support import RecordingSigner
@@ -95,11 +95,6 @@ def _publish(client: TestClient, version: str) -> dict[str, Any]:
     return body
 
 
-def _ctx(client: TestClient) -> AppContext:
-    ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
-    return ctx
-
-
 WINDOWS = {
     "time_zone": "Europe/Berlin",
     "windows": [{"cron": "0 2 * * *", "duration_s": 7200}],
@@ -164,7 +159,7 @@ def test_switch_policy_comes_from_the_rollout_and_deployments_are_now(client: Te
         json={"release": v2["id"], "group": "lab", "percentages": [100], "switch_policy": "window"},
     )
     assert r.status_code == 201, r.text
-    ctx = _ctx(client)
+    ctx = app_context(client)
     sim_gate.run_due(ctx)  # no gate: nothing to do
     from edgeota.server import rollout_loop
 
@@ -199,9 +194,9 @@ def _gated_rollout(client: TestClient, runner: FakeGateRunner) -> tuple[int, str
 
 
 def _run_gate(client: TestClient) -> None:
-    sim_gate.run_due(_ctx(client))
-    assert sim_gate.wait_for_runs(_ctx(client), 30) == []
-    sim_gate.run_due(_ctx(client))  # applies the result
+    sim_gate.run_due(app_context(client))
+    assert sim_gate.wait_for_runs(app_context(client), 30) == []
+    sim_gate.run_due(app_context(client))  # applies the result
 
 
 def test_a_failed_gate_halts_the_rollout_before_any_device_is_told(
@@ -211,7 +206,7 @@ def test_a_failed_gate_halts_the_rollout_before_any_device_is_told(
     rollout_id, device_id, headers = _gated_rollout(client, runner)
     from edgeota.server import rollout_loop
 
-    ctx = _ctx(client)
+    ctx = app_context(client)
     rollout_loop.run_due(ctx.sessions, ctx.clock)  # held: the gate has not run
     assert "denoiser" not in _desired(client, device_id, headers)["components"]
     _run_gate(client)
@@ -238,7 +233,7 @@ def test_a_passed_gate_lets_the_first_phase_start(
     _run_gate(client)
     from edgeota.server import rollout_loop
 
-    ctx = _ctx(client)
+    ctx = app_context(client)
     rollout_loop.run_due(ctx.sessions, ctx.clock)
     body = client.get(f"/api/v1/rollouts/{rollout_id}").json()
     assert body["gate"] == "passed" and body["status"] in ("running", "completed")
@@ -267,7 +262,7 @@ def test_server_shutdown_stops_a_running_gate_and_waits_for_it(tmp_path: Path) -
     runner = StoppableGateRunner()
     with _serve(tmp_path, runner) as client:
         _gated_rollout(client, FakeGateRunner())
-        sim_gate.run_due(_ctx(client))
+        sim_gate.run_due(app_context(client))
         assert runner.started.wait(10)
         assert not runner.ended.is_set()
     # The shutdown told the run to stop and waited for it: nothing runs on a closed engine.
