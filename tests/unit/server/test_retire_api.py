@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from test_rollouts_api import _tick
 from test_variants_api import Device, upload
 
-from apitools import make_client
+from apitools import make_client, tick
 from edgeota.procs import wait_until
 from edgeota.server.settings import ServerSettings
 from edgeota.timeutil import utcnow
@@ -125,7 +124,7 @@ def test_a_rollback_goes_back_past_retired_releases(client: TestClient) -> None:
     assert refused.status_code == 409  # desired, and 3.0.0's rollback source
     rollout = client.post("/api/v1/rollouts", json={"release": v3["id"], "group": "lab"})
     assert rollout.status_code == 201, rollout.text
-    _tick(client, utcnow() + timedelta(seconds=1))  # the rollout starts
+    tick(client, utcnow() + timedelta(seconds=1))  # the rollout starts
     back = client.post(f"/api/v1/rollouts/{rollout.json()['id']}/rollback")
     assert back.status_code == 200, back.text
     again = client.get(f"/api/v1/rollouts/{back.json()['rolled_back_by']}").json()
