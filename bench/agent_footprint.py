@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -35,12 +34,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgeota.adminclient import AdminClient
+from benchkit import https_server
+
 from edgeota.modelops.digits import build_example_releases
-from edgeota.procs import ProcessGroup, free_port, start_server, wait_until
+from edgeota.procs import ProcessGroup, free_port, wait_until
 from edgeota.releasefolder import load_release
 from edgeota.runtime import resources
-from edgeota.server.devcerts import make_dev_certificates
 
 GROUP = "bench"
 COMPONENT = "denoiser"
@@ -96,51 +95,35 @@ def event_time(events: list[dict[str, Any]], name: str) -> datetime:
 
 
 def run(work: Path, mib: int) -> dict[str, float]:
-    certs = make_dev_certificates(work / "certs")
     folder = release_folder(work, mib)
-    secret = secrets.token_urlsafe(32)
-    with ProcessGroup() as procs:
-        url = start_server(
-            procs,
-            work / "server",
-            work / "server.log",
-            env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret, "EDGEOTA_POLL_INTERVAL_S": "1"},
-            certs=certs,
-        ).url
-        with AdminClient(url, f"eoa_{secret}", certs.ca_cert) as admin:
-            release = admin.publish(load_release(folder), COMPONENT, "1.0.0")
-            admin.deploy(release["id"], GROUP)
-            data = next(f for f in release["files"] if f["file"] == "data.bin")
-            root = work / "server" / "tuf" / "metadata" / "1.root.json"
+    with ProcessGroup() as procs, https_server(procs, work) as server:
+        admin = server.admin
+        release = admin.publish(load_release(folder), COMPONENT, "1.0.0")
+        admin.deploy(release["id"], GROUP)
+        data = next(f for f in release["files"] if f["file"] == "data.bin")
 
-            started = time.monotonic()
-            agent = procs.start(
-                [
-                    *(sys.executable, "-m", "edgeota", "agent", "--server", url),
-                    *("--data-dir", str(work / "device"), "--root", str(root)),
-                    *("--ca", str(certs.ca_cert), "--name", "bench-device"),
-                    *("--runtime-port", str(free_port()), "--local-api-port", "0"),
-                    *("--enroll-token", admin.enrollment_token([GROUP])),
-                ],
-                work / "agent.log",
-            )
+        started = time.monotonic()
+        agent = procs.start(
+            server.agent_argv(work / "device", "bench-device", free_port(), [GROUP]),
+            work / "agent.log",
+        )
 
-            def events() -> list[dict[str, Any]]:
-                return [e for d in admin.devices(GROUP) for e in admin.events(str(d["id"]))]
+        def events() -> list[dict[str, Any]]:
+            return [e for d in admin.devices(GROUP) for e in admin.events(str(d["id"]))]
 
-            wait_until(
-                lambda: any(e["event"] == "committed" for e in events()), 1800, 0.2, "the commit"
-            )
-            took = time.monotonic() - started
-            peak_kib = status_kib(agent.pid, "VmHWM")
-            idle_kib = status_kib(agent.pid, "VmRSS")
-            seen = events()
-            found, downloaded = event_time(seen, "update_found"), event_time(seen, "download_ok")
-            download_s = (downloaded - found).total_seconds()
+        wait_until(
+            lambda: any(e["event"] == "committed" for e in events()), 1800, 0.2, "the commit"
+        )
+        took = time.monotonic() - started
+        peak_kib = status_kib(agent.pid, "VmHWM")
+        idle_kib = status_kib(agent.pid, "VmRSS")
+        seen = events()
+        found, downloaded = event_time(seen, "update_found"), event_time(seen, "download_ok")
+        download_s = (downloaded - found).total_seconds()
 
-        target = f"{url}/tuf/targets/{COMPONENT}/1.0.0/{data['sha256']}.data.bin"
+        target = f"{server.url}/tuf/targets/{COMPONENT}/1.0.0/{data['sha256']}.data.bin"
         curl_kib, curl_s = child_peak_kib(
-            ["curl", "-sSf", "--cacert", str(certs.ca_cert), "-o", "/dev/null", target]
+            ["curl", "-sSf", "--cacert", str(server.certs.ca_cert), "-o", "/dev/null", target]
         )
     import_kib, _ = child_peak_kib([sys.executable, "-c", "import edgeota.agent.wiring"])
     size_mb = data["length"] / 1e6

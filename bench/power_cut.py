@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import subprocess
@@ -42,15 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from benchkit import https_server
 
 from edgeota.adminclient import AdminClient
+from edgeota.agent.driver import running_runtimes
 from edgeota.agent.journal import ComponentRecord, Journal
 from edgeota.agent.slots import ComponentSlots
 from edgeota.errors import EdgeotaError
 from edgeota.modelops.digits import ExampleReleases, build_example_releases
-from edgeota.procs import ProcessGroup, free_port, start_server, wait_until
+from edgeota.procs import ProcessGroup, free_port, wait_until
 from edgeota.releasefolder import load_release
-from edgeota.server.devcerts import make_dev_certificates
 
 GROUP = "bench"
 COMPONENT = "denoiser"
@@ -68,17 +68,7 @@ class Device:
 
     def runtime_pids(self) -> list[int]:
         """Runtime processes serving a slot of this device, whoever started them."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "edgeota.runtime.server" in cmdline and str(self.data_dir) in cmdline:
-                found.append(int(entry.name))
-        return found
+        return [pid for pid, slot in running_runtimes().items() if self.data_dir in slot.parents]
 
     def serving(self) -> str | None:
         try:
@@ -197,66 +187,48 @@ def timed_update(
 
 def run(work: Path, cycles: int, seed: int, check_every: int, say: Callable[[str], None]) -> int:
     rng = random.Random(seed)
-    certs = make_dev_certificates(work / "certs")
     examples = build_example_releases(work / "models")
-    secret = secrets.token_urlsafe(32)
-    with ProcessGroup() as procs:
-        url = start_server(
-            procs,
-            work / "server",
-            work / "server.log",
-            env={"EDGEOTA_BOOTSTRAP_ADMIN_TOKEN": secret, "EDGEOTA_POLL_INTERVAL_S": "1"},
-            certs=certs,
-        ).url
-        with AdminClient(url, f"eoa_{secret}", certs.ca_cert) as admin:
-            releases = Releases(admin, examples)
-            releases.publish_next()
-            root = work / "server" / "tuf" / "metadata" / "1.root.json"
-            port = free_port()
-            device = Device(
-                work / "device",
-                port,
-                [
-                    *(sys.executable, "-m", "edgeota", "agent", "--server", url),
-                    *("--data-dir", str(work / "device"), "--root", str(root)),
-                    *("--ca", str(certs.ca_cert), "--name", "power-cut"),
-                    *("--runtime-port", str(port), "--local-api-port", "0"),
-                    *("--poll-interval", "1"),
-                    *("--enroll-token", admin.enrollment_token([GROUP], 30 * 86400)),
-                ],
-            )
-            log = work / "agent.log"
-            releases.publish_next()
-            span = timed_update(device, procs, admin, releases.newest, log)
-            say(f"one undisturbed update takes {span:.1f} s; kills are drawn from [0, {span:.1f}]")
+    with ProcessGroup() as procs, https_server(procs, work) as server:
+        admin = server.admin
+        releases = Releases(admin, examples)
+        releases.publish_next()
+        port = free_port()
+        argv = server.agent_argv(
+            work / "device", "power-cut", port, [GROUP], "--poll-interval", "1"
+        )
+        device = Device(work / "device", port, argv)
+        log = work / "agent.log"
+        releases.publish_next()
+        span = timed_update(device, procs, admin, releases.newest, log)
+        say(f"one undisturbed update takes {span:.1f} s; kills are drawn from [0, {span:.1f}]")
 
-            landed: Counter[str] = Counter()
-            broken: list[tuple[int, str]] = []
-            started = time.monotonic()
-            for cycle in range(1, cycles + 1):
-                releases.ensure_newer(device.journal())
-                agent = procs.start(device.argv, log)
-                delay = rng.uniform(0, span)
-                try:
-                    agent.wait(delay)
-                    broken.append((cycle, f"the agent exited by itself ({agent.returncode})"))
-                except subprocess.TimeoutExpired:
-                    agent.send_signal(signal.SIGKILL)
-                    agent.wait(30)
-                rec = device.journal()
-                landed[rec.state.value if rec else "not enrolled"] += 1
-                broken.extend((cycle, p) for p in check_after_kill(device))
-                if cycle % check_every == 0 or cycle == cycles:
-                    found = settle(device, procs, admin, releases.newest, log)
-                    broken.extend((cycle, p) for p in found)
-                    took = time.monotonic() - started
-                    say(
-                        f"cycle {cycle}/{cycles}: {len(releases.published)} releases, "
-                        f"{len(broken)} broken invariants, {took:.0f} s"
-                    )
-            left = device.runtime_pids()
-            if left:
-                broken.append((cycles, f"{len(left)} runtime processes left after a clean stop"))
+        landed: Counter[str] = Counter()
+        broken: list[tuple[int, str]] = []
+        started = time.monotonic()
+        for cycle in range(1, cycles + 1):
+            releases.ensure_newer(device.journal())
+            agent = procs.start(device.argv, log)
+            delay = rng.uniform(0, span)
+            try:
+                agent.wait(delay)
+                broken.append((cycle, f"the agent exited by itself ({agent.returncode})"))
+            except subprocess.TimeoutExpired:
+                agent.send_signal(signal.SIGKILL)
+                agent.wait(30)
+            rec = device.journal()
+            landed[rec.state.value if rec else "not enrolled"] += 1
+            broken.extend((cycle, p) for p in check_after_kill(device))
+            if cycle % check_every == 0 or cycle == cycles:
+                found = settle(device, procs, admin, releases.newest, log)
+                broken.extend((cycle, p) for p in found)
+                took = time.monotonic() - started
+                say(
+                    f"cycle {cycle}/{cycles}: {len(releases.published)} releases, "
+                    f"{len(broken)} broken invariants, {took:.0f} s"
+                )
+        left = device.runtime_pids()
+        if left:
+            broken.append((cycles, f"{len(left)} runtime processes left after a clean stop"))
 
     print(json.dumps({"cycles": cycles, "seed": seed, "kills_landed_in": dict(landed)}))
     print(f"{cycles} kill -9 cycles, {len(releases.published)} releases published")

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edgeota.agent.driver import running_runtimes
 from edgeota.procs import wait_until
 from edgeota.releasefolder import load_release
 from edgeota.slotinfo import SlotInfo
@@ -95,17 +96,7 @@ def wait_serving(data_dir: Path, release_id: str) -> None:
 
 def runtime_processes(data_dir: Path) -> list[int]:
     """Runtime processes serving a slot of ``data_dir`` (whoever started them)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "edgeota.runtime.server" in cmdline and str(data_dir) in cmdline:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, slot in running_runtimes().items() if data_dir in slot.parents]
 
 
 def start(fleet: Fleet, data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -213,20 +213,8 @@ class ProcessDriver(RuntimeDriver):
 
     def _runtimes_on(self, slots_folder: Path) -> list[int]:
         """Processes running our runtime command on a slot folder inside ``slots_folder``."""
-        found: list[int] = []
-        proc_root = Path("/proc")
-        if not proc_root.is_dir():
-            return found  # no process table to read: the pid file is all there is
-        for entry in proc_root.iterdir():
-            if not entry.name.isdigit():
-                continue
-            args = _command_line(int(entry.name))
-            if args[: len(self.command)] != self.command or "--slot-dir" not in args:
-                continue
-            at = args.index("--slot-dir") + 1
-            if at < len(args) and Path(args[at]).parent == slots_folder:
-                found.append(int(entry.name))
-        return found
+        running = running_runtimes(self.command)
+        return [pid for pid, slot in running.items() if slot.parent == slots_folder]
 
     def supervise(self) -> None:
         proc = self._proc
@@ -270,6 +258,26 @@ def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return True
+
+
+def running_runtimes(command: Sequence[str] | None = None) -> dict[int, Path]:
+    """Every process running the runtime ``command`` (default: this Python's runtime
+    module), by pid, with the slot folder it serves; empty where there is no ``/proc``."""
+    prefix = list(command or (sys.executable, "-m", RUNTIME_MODULE))
+    found: dict[int, Path] = {}
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return found
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        args = _command_line(int(entry.name))
+        if args[: len(prefix)] != prefix or "--slot-dir" not in args:
+            continue
+        at = args.index("--slot-dir") + 1
+        if at < len(args):
+            found[int(entry.name)] = Path(args[at])
+    return found
 
 
 def _command_line(pid: int) -> list[str]:
