@@ -17,10 +17,9 @@ def make_engine(url: str) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_pre_ping=True,
-            # A request keeps its connection between the worker threads that run its session
-            # dependency and its endpoint; with a bounded pool a burst of requests left every
-            # thread waiting for a connection held by requests waiting for a thread (until the
-            # 30 s pool timeout). SQLite connections are cheap: never wait for one.
+            # SQLite connections are cheap: a request never waits for one. How many requests
+            # use the database at once is bounded by edgeota.server.admission, on every
+            # database, which is what keeps a burst from deadlocking threads and connections.
             max_overflow=-1,
         )
 
